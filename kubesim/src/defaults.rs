@@ -1,0 +1,307 @@
+//! Defaulting and per-kind "PrepareForCreate" behaviour that upstream registries apply to built-in kinds.
+//!
+//! Clients compare what they wrote with what they read back, and controllers key off defaulted fields
+//! (`podManagementPolicy`, `updateStrategy`, …), so the defaults must be the upstream ones.
+
+use serde_json::{Map, Value, json};
+
+use crate::registry::ResourceDef;
+
+fn obj<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
+    let m = v.as_object_mut()?;
+    if !m.get(key).map(Value::is_object).unwrap_or(false) {
+        m.insert(key.into(), json!({}));
+    }
+    m.get_mut(key).and_then(Value::as_object_mut)
+}
+
+fn default(m: &mut Map<String, Value>, key: &str, val: Value) {
+    if m.get(key).map(Value::is_null).unwrap_or(true) {
+        m.insert(key.into(), val);
+    }
+}
+
+/// Defaults every pod spec gets, in pods and in workload templates.
+fn pod_spec(spec: &mut Value) {
+    let Some(s) = spec.as_object_mut() else {
+        return;
+    };
+    default(s, "restartPolicy", json!("Always"));
+    default(s, "dnsPolicy", json!("ClusterFirst"));
+    default(s, "schedulerName", json!("default-scheduler"));
+    default(s, "terminationGracePeriodSeconds", json!(30));
+    default(s, "securityContext", json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = s.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+                let last = image.rsplit('/').next().unwrap_or("");
+                let policy = if !last.contains(':') || last.ends_with(":latest") {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                };
+                default(c, "imagePullPolicy", json!(policy));
+                default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                default(c, "terminationMessagePolicy", json!("File"));
+                default(c, "resources", json!({}));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        default(p, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn template(spec: &mut Map<String, Value>) {
+    if let Some(t) = spec.get_mut("template")
+        && let Some(ps) = t.get_mut("spec")
+    {
+        pod_spec(ps);
+    }
+}
+
+/// Upstream's QoS class from container requests and limits.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let req = c.pointer("/resources/requests").and_then(Value::as_object);
+        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        if req.map(|r| !r.is_empty()).unwrap_or(false)
+            || lim.map(|l| !l.is_empty()).unwrap_or(false)
+        {
+            any = true;
+        }
+        for r in ["cpu", "memory"] {
+            let l = lim.and_then(|l| l.get(r));
+            let q = req.and_then(|q| q.get(r)).or(l);
+            if l.is_none() || q != l {
+                guaranteed = false;
+            }
+        }
+    }
+    if guaranteed {
+        "Guaranteed"
+    } else if any {
+        "Burstable"
+    } else {
+        "BestEffort"
+    }
+}
+
+/// Spec defaults applied on every create and update.
+pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
+    match (def.group.as_str(), def.plural.as_str()) {
+        ("", "pods") => {
+            if let Some(s) = o.get_mut("spec") {
+                pod_spec(s);
+            }
+        }
+        ("apps", "statefulsets") => {
+            if let Some(s) = obj(o, "spec") {
+                default(s, "replicas", json!(1));
+                default(s, "podManagementPolicy", json!("OrderedReady"));
+                default(
+                    s,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                );
+                default(s, "revisionHistoryLimit", json!(10));
+                default(
+                    s,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
+                if let Some(vcts) = s
+                    .get_mut("volumeClaimTemplates")
+                    .and_then(Value::as_array_mut)
+                {
+                    for t in vcts.iter_mut() {
+                        if let Some(ts) = obj(t, "spec") {
+                            default(ts, "volumeMode", json!("Filesystem"));
+                        }
+                        if let Some(m) = t.as_object_mut() {
+                            default(m, "apiVersion", json!("v1"));
+                            default(m, "kind", json!("PersistentVolumeClaim"));
+                        }
+                    }
+                }
+                template(s);
+            }
+        }
+        ("apps", "deployments") => {
+            if let Some(s) = obj(o, "spec") {
+                default(s, "replicas", json!(1));
+                default(
+                    s,
+                    "strategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+                );
+                default(s, "revisionHistoryLimit", json!(10));
+                default(s, "progressDeadlineSeconds", json!(600));
+                template(s);
+            }
+        }
+        ("apps", "replicasets") | ("apps", "daemonsets") => {
+            if let Some(s) = obj(o, "spec") {
+                if def.plural == "replicasets" {
+                    default(s, "replicas", json!(1));
+                }
+                template(s);
+            }
+        }
+        ("batch", "jobs") => {
+            if let Some(s) = obj(o, "spec") {
+                default(s, "completions", json!(1));
+                default(s, "parallelism", json!(1));
+                default(s, "backoffLimit", json!(6));
+                default(s, "completionMode", json!("NonIndexed"));
+                default(s, "suspend", json!(false));
+                template(s);
+            }
+        }
+        ("batch", "cronjobs") => {
+            if let Some(s) = obj(o, "spec") {
+                default(s, "concurrencyPolicy", json!("Allow"));
+                default(s, "suspend", json!(false));
+                default(s, "successfulJobsHistoryLimit", json!(3));
+                default(s, "failedJobsHistoryLimit", json!(1));
+                if let Some(jt) = s.get_mut("jobTemplate")
+                    && let Some(js) = obj(jt, "spec")
+                {
+                    template(js);
+                }
+            }
+        }
+        ("", "services") => {
+            if let Some(s) = obj(o, "spec") {
+                default(s, "type", json!("ClusterIP"));
+                default(s, "sessionAffinity", json!("None"));
+                default(s, "internalTrafficPolicy", json!("Cluster"));
+                if let Some(ports) = s.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        default(p, "protocol", json!("TCP"));
+                        if let Some(port) = p.get("port").cloned() {
+                            default(p, "targetPort", port);
+                        }
+                    }
+                }
+            }
+        }
+        ("", "secrets") => {
+            if let Some(m) = o.as_object_mut() {
+                default(m, "type", json!("Opaque"));
+                // The apiserver folds write-only stringData into data and never stores it.
+                if let Some(Value::Object(sd)) = m.remove("stringData") {
+                    use base64::Engine;
+                    let mut d = m
+                        .get("data")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default();
+                    for (k, v) in sd {
+                        let s = v.as_str().unwrap_or("").to_string();
+                        d.insert(
+                            k,
+                            json!(base64::engine::general_purpose::STANDARD.encode(s)),
+                        );
+                    }
+                    m.insert("data".into(), Value::Object(d));
+                }
+            }
+        }
+        ("", "namespaces") => {
+            if let Some(s) = obj(o, "spec") {
+                default(s, "finalizers", json!(["kubernetes"]));
+            }
+            let name = o
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if let Some(md) = obj(o, "metadata") {
+                let labels = md.entry("labels").or_insert_with(|| json!({}));
+                if let Some(l) = labels.as_object_mut() {
+                    l.insert("kubernetes.io/metadata.name".into(), json!(name));
+                }
+            }
+        }
+        ("", "persistentvolumeclaims") => {
+            if let Some(s) = obj(o, "spec") {
+                default(s, "volumeMode", json!("Filesystem"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The status an object starts with when created through the main resource (upstream `PrepareForCreate`).
+/// `None` keeps what the client sent (kinds without a status subresource).
+pub(crate) fn initial_status(def: &ResourceDef, o: &Value) -> Option<Value> {
+    if !def.status {
+        return None;
+    }
+    Some(match (def.group.as_str(), def.plural.as_str()) {
+        ("", "pods") => json!({
+            "phase": "Pending",
+            "qosClass": qos_class(o.get("spec").unwrap_or(&Value::Null)),
+        }),
+        ("", "namespaces") => json!({"phase": "Active"}),
+        ("", "persistentvolumeclaims") => json!({"phase": "Pending"}),
+        ("", "persistentvolumes") => json!({"phase": "Pending"}),
+        ("", "services") => json!({"loadBalancer": {}}),
+        _ => json!({}),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+
+    fn def(group: &str, plural: &str) -> ResourceDef {
+        let r = Registry::with_builtins();
+        (**r.get(&(group.into(), plural.into())).unwrap()).clone()
+    }
+
+    #[test]
+    fn statefulset_defaults() {
+        let mut o = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "postgres:15"}]}}}});
+        apply_defaults(&def("apps", "statefulsets"), &mut o);
+        assert_eq!(o["spec"]["podManagementPolicy"], "OrderedReady");
+        assert_eq!(o["spec"]["replicas"], 1);
+        assert_eq!(o["spec"]["updateStrategy"]["rollingUpdate"]["partition"], 0);
+        assert_eq!(
+            o["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+    }
+
+    #[test]
+    fn secret_string_data_folds_into_data() {
+        let mut o = json!({"stringData": {"password": "hunter2"}, "data": {"a": "Yg=="}});
+        apply_defaults(&def("", "secrets"), &mut o);
+        assert!(o.get("stringData").is_none());
+        assert_eq!(o["data"]["password"], "aHVudGVyMg==");
+        assert_eq!(o["data"]["a"], "Yg==");
+        assert_eq!(o["type"], "Opaque");
+    }
+
+    #[test]
+    fn pod_qos() {
+        let spec =
+            json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]});
+        assert_eq!(qos_class(&spec), "Guaranteed");
+        let spec = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
+        assert_eq!(qos_class(&spec), "Burstable");
+        assert_eq!(qos_class(&json!({"containers": [{}]})), "BestEffort");
+    }
+}

@@ -1,0 +1,153 @@
+//! kubesim: a Kubernetes API server over real HTTP/1.1, with a real store, for tests and `kidp-broker --dev`.
+//!
+//! Real clients (kube-rs, kube-runtime, kubectl) talk to it as to a cluster; see `../shared/kube-wire.md` for the
+//! wire contract it follows. The map of the crate:
+//!
+//! - [`start`] / [`KubeSim`]: run a server, get its URL and a kubeconfig, shut it down.
+//! - `server`: routing, content negotiation and the verbs; `watch`: watch streams; `scale`: the scale subresource.
+//! - `store`: objects, resourceVersions, the change log, garbage collection and namespace/CRD finalization.
+//! - `registry`: built-in kinds and CRD-defined resources; `discovery`: discovery and OpenAPI documents.
+//! - `fieldmanager`: server-side apply and managedFields; `patch`: JSON, merge and strategic merge patches;
+//!   `listmeta`: which lists merge by key.
+//! - `selector`: label and field selectors; `table`: `kubectl get` tables; `defaults`, `validate`: per-kind rules.
+#![forbid(unsafe_code)]
+
+mod apierror;
+mod defaults;
+mod discovery;
+mod fieldmanager;
+mod listmeta;
+mod meta;
+mod patch;
+mod registry;
+mod scale;
+mod selector;
+mod server;
+mod store;
+mod table;
+mod validate;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch as tokio_watch;
+use tokio::task::JoinHandle;
+
+/// How to run a kubesim server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// How many changes the log keeps for watches to resume from; older resourceVersions get 410 Expired.
+    pub history: usize,
+    /// How often an idle watch with `allowWatchBookmarks=true` gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            // Enough to ride out a burst of a few thousand objects being created while a watcher reconnects,
+            // like etcd's five-minute compaction window in a busy small cluster.
+            history: 100_000,
+            // Upstream sends bookmarks about once a minute.
+            bookmark_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A running kubesim server.
+pub struct KubeSim {
+    addr: SocketAddr,
+    shutdown: tokio_watch::Sender<bool>,
+    server: JoinHandle<()>,
+    store: Arc<store::Store>,
+}
+
+/// Starts a server and returns once it accepts connections.
+pub async fn start(opts: Options) -> std::io::Result<KubeSim> {
+    let listener = TcpListener::bind(opts.listen).await?;
+    let addr = listener.local_addr()?;
+    let store = store::Store::new(opts.history);
+    let (tx, rx) = tokio_watch::channel(false);
+    let ctx = Arc::new(server::Ctx::new(
+        store.clone(),
+        rx.clone(),
+        opts.bookmark_interval,
+    ));
+    tokio::spawn(store.clone().run_gc(rx.clone()));
+    let server = tokio::spawn(serve(listener, ctx, rx));
+    Ok(KubeSim {
+        addr,
+        shutdown: tx,
+        server,
+        store,
+    })
+}
+
+async fn serve(
+    listener: TcpListener,
+    ctx: Arc<server::Ctx>,
+    mut shutdown: tokio_watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                let svc = hyper::service::service_fn(move |req| server::handle(ctx.clone(), req));
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                let fut = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = fut.await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    // Watch streams end on the same signal, so in-flight requests finish quickly; do not wait forever on a stuck peer.
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+impl KubeSim {
+    /// The socket address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41235`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig (YAML) pointing at this server over plain HTTP with no credentials.
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig_for(&self.url())
+    }
+
+    /// Number of objects stored (for benchmarks and diagnostics).
+    pub fn object_count(&self) -> usize {
+        self.store.lock().object_count()
+    }
+
+    /// Stops accepting connections, ends watch streams and waits for the server to finish.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+    }
+}
+
+/// A kubeconfig for a kubesim at `url`.
+pub fn kubeconfig_for(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: default\ncurrent-context: kubesim\nusers:\n- name: kubesim\n  user: {{}}\npreferences: {{}}\n"
+    )
+}

@@ -1,0 +1,1003 @@
+//! The HTTP face of kubesim: URL routing, query and body parsing, content negotiation (JSON, Table,
+//! PartialObjectMetadata, aggregated discovery) and the verbs, over hyper's HTTP/1.1 server.
+//!
+//! It never changes objects itself: every write goes through [`crate::store`].
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::apierror::{ApiError, ApiResult};
+use crate::discovery;
+use crate::fieldmanager::Scope;
+use crate::meta;
+use crate::registry::ResourceDef;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{DeleteOpts, DeleteOutcome, PatchBody, Propagation, Store, WriteOpts};
+use crate::table;
+use crate::watch::{self, WatchRequest};
+
+/// The response body type: whole documents and watch streams alike.
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+
+/// The largest request body accepted; upstream's limit is 3 MiB.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// How many paginated list snapshots are kept for `continue` tokens, and for how long.
+const SNAPSHOT_SLOTS: usize = 256;
+const SNAPSHOT_TTL: Duration = Duration::from_secs(300);
+
+/// A consistent list result being paged through with `continue`.
+struct Snapshot {
+    rv: u64,
+    items: Arc<Vec<Arc<Value>>>,
+    created: Instant,
+}
+
+/// Shared by every request.
+pub(crate) struct Ctx {
+    pub store: Arc<Store>,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub bookmark_interval: Duration,
+    snapshots: Mutex<HashMap<String, Snapshot>>,
+}
+
+impl Ctx {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        bookmark_interval: Duration,
+    ) -> Self {
+        Ctx {
+            store,
+            shutdown,
+            bookmark_interval,
+            snapshots: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+/// A JSON response from bytes already serialized.
+fn json_bytes(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    r
+}
+
+pub(crate) fn json_response(code: u16, v: &Value) -> Response<Body> {
+    json_bytes(
+        code,
+        serde_json::to_vec(v).unwrap_or_default(),
+        "application/json",
+    )
+}
+
+pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = json_response(e.code, &e.to_status());
+    if let Some(s) = e.retry_after
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Query parameters; kube-rs sends `?&k=v` and form-encodes spaces as `+`, both handled by form_urlencoded.
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Self {
+        Query(
+            form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(kk, _)| kk == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, k: &str) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(move |(kk, _)| kk == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, k: &str) -> ApiResult<bool> {
+        match self.get(k) {
+            None | Some("") | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "invalid boolean value {v:?} for parameter {k}"
+            ))),
+        }
+    }
+}
+
+/// How the client wants objects rendered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Rendering {
+    Full,
+    Table,
+    Metadata,
+}
+
+fn rendering(accept: &str) -> Rendering {
+    // The Accept header lists preferences in order; take the first clause we can serve.
+    for clause in accept.split(',') {
+        let c = clause.replace(' ', "");
+        if c.contains("as=Table") && c.contains("g=meta.k8s.io") {
+            return Rendering::Table;
+        }
+        if c.contains("as=PartialObjectMetadata") {
+            return Rendering::Metadata;
+        }
+        if c.starts_with("application/json") || c.starts_with("*/*") || c.is_empty() {
+            return Rendering::Full;
+        }
+    }
+    Rendering::Full
+}
+
+/// The object as served at `version` (CRDs serve several versions of one stored object).
+pub(crate) fn present<'a>(o: &'a Arc<Value>, def: &ResourceDef, version: &str) -> Cow<'a, Value> {
+    if version == def.storage_version() {
+        Cow::Borrowed(&**o)
+    } else {
+        let mut v = (**o).clone();
+        v["apiVersion"] = json!(def.api_version(version));
+        Cow::Owned(v)
+    }
+}
+
+pub(crate) fn partial_metadata(o: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": o.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// Renders one object for a response.
+fn render_one(o: &Arc<Value>, def: &ResourceDef, version: &str, r: Rendering, q: &Query) -> Value {
+    match r {
+        Rendering::Full => present(o, def, version).into_owned(),
+        Rendering::Metadata => partial_metadata(o),
+        Rendering::Table => {
+            let obj = present(o, def, version);
+            table::table(
+                &def.kind,
+                &def.group,
+                &[&*obj],
+                def.printer_columns.as_deref(),
+                q.get("includeObject").unwrap_or("Metadata"),
+                json!({"resourceVersion": meta::str_field(o, "resourceVersion")}),
+                jiff::Timestamp::now(),
+            )
+        }
+    }
+}
+
+/// The routed target of a resource URL.
+pub(crate) struct Target {
+    pub def: Arc<ResourceDef>,
+    pub version: String,
+    pub ns: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+}
+
+fn decode(seg: &str) -> String {
+    percent_decode(seg)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 3 <= b.len()
+            && let Some(h) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|x| u8::from_str_radix(x, 16).ok())
+        {
+            out.push(h);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn route_resource(
+    ctx: &Ctx,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    path: &str,
+) -> ApiResult<Target> {
+    let g = ctx.store.lock();
+    let reg = &g.registry;
+    let (ns, plural, name, sub, extra) = if rest.len() >= 3
+        && rest[0] == "namespaces"
+        && reg
+            .lookup(group, version, rest[2])
+            .is_some_and(|d| d.namespaced)
+    {
+        (
+            Some(decode(rest[1])),
+            rest[2],
+            rest.get(3).map(|s| decode(s)),
+            rest.get(4).map(|s| s.to_string()),
+            rest.len() > 5,
+        )
+    } else {
+        (
+            None,
+            rest[0],
+            rest.get(1).map(|s| decode(s)),
+            rest.get(2).map(|s| s.to_string()),
+            rest.len() > 3,
+        )
+    };
+    let def = reg
+        .lookup(group, version, plural)
+        .ok_or_else(|| ApiError::no_route(path))?;
+    if extra || (ns.is_some() && !def.namespaced) {
+        return Err(ApiError::no_route(path));
+    }
+    if let Some(s) = &sub {
+        let ok = (s == "status" && def.status) || (s == "scale" && def.scale.is_some());
+        if !ok {
+            return Err(ApiError::no_route(path));
+        }
+    }
+    Ok(Target {
+        def,
+        version: version.to_string(),
+        ns,
+        name,
+        sub,
+    })
+}
+
+/// Entry point for every request.
+pub(crate) async fn handle(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = match route(&ctx, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    Ok(resp)
+}
+
+async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let path = req.uri().path().to_string();
+    let q = Query::parse(req.uri().query());
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let get_only = |m: &Method| -> ApiResult<()> {
+        if m == Method::GET || m == Method::HEAD {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ))
+        }
+    };
+    match segs.as_slice() {
+        [] => {
+            get_only(req.method())?;
+            Ok(json_response(
+                200,
+                &json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}),
+            ))
+        }
+        ["version"] => {
+            get_only(req.method())?;
+            Ok(json_response(200, &discovery::version()))
+        }
+        ["healthz"] | ["livez"] | ["readyz"] => {
+            let mut r = Response::new(full("ok"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            Ok(r)
+        }
+        ["api"] => {
+            get_only(req.method())?;
+            if discovery::wants_aggregated(&accept) {
+                let g = ctx.store.lock();
+                let body = serde_json::to_vec(&discovery::aggregated(&g.registry, true))
+                    .unwrap_or_default();
+                Ok(json_bytes(200, body, discovery::AGGREGATED_CT))
+            } else {
+                Ok(json_response(200, &discovery::core_versions()))
+            }
+        }
+        ["apis"] => {
+            get_only(req.method())?;
+            let g = ctx.store.lock();
+            if discovery::wants_aggregated(&accept) {
+                let body = serde_json::to_vec(&discovery::aggregated(&g.registry, false))
+                    .unwrap_or_default();
+                Ok(json_bytes(200, body, discovery::AGGREGATED_CT))
+            } else {
+                Ok(json_response(200, &discovery::group_list(&g.registry)))
+            }
+        }
+        ["api", v] => {
+            get_only(req.method())?;
+            let g = ctx.store.lock();
+            discovery::resource_list(&g.registry, "", v)
+                .map(|b| json_response(200, &b))
+                .ok_or_else(|| ApiError::no_route(&path))
+        }
+        ["apis", grp] => {
+            get_only(req.method())?;
+            let g = ctx.store.lock();
+            discovery::group(&g.registry, grp)
+                .map(|b| json_response(200, &b))
+                .ok_or_else(|| ApiError::no_route(&path))
+        }
+        ["apis", grp, v] => {
+            get_only(req.method())?;
+            let g = ctx.store.lock();
+            discovery::resource_list(&g.registry, grp, v)
+                .map(|b| json_response(200, &b))
+                .ok_or_else(|| ApiError::no_route(&path))
+        }
+        ["openapi", "v3"] => {
+            let g = ctx.store.lock();
+            Ok(json_response(200, &discovery::openapi_root(&g.registry)))
+        }
+        ["openapi", "v3", "api", v] => {
+            let g = ctx.store.lock();
+            discovery::openapi_group_version(&g.registry, "", v)
+                .map(|b| json_response(200, &b))
+                .ok_or_else(|| ApiError::no_route(&path))
+        }
+        ["openapi", "v3", "apis", grp, v] => {
+            let g = ctx.store.lock();
+            discovery::openapi_group_version(&g.registry, grp, v)
+                .map(|b| json_response(200, &b))
+                .ok_or_else(|| ApiError::no_route(&path))
+        }
+        ["api", v, rest @ ..] => {
+            let t = route_resource(ctx, "", v, rest, &path)?;
+            resource(ctx, req, t, q, &accept).await
+        }
+        ["apis", grp, v, rest @ ..] => {
+            let t = route_resource(ctx, grp, v, rest, &path)?;
+            resource(ctx, req, t, q, &accept).await
+        }
+        _ => Err(ApiError::no_route(&path)),
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(ApiError {
+                    code: 413,
+                    reason: "RequestEntityTooLarge",
+                    message: "Request entity too large: limit is 3145728".into(),
+                    details: None,
+                    retry_after: None,
+                })
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "reading the request body: {e}"
+                )))
+            }
+        }
+    }
+}
+
+fn parse_doc(bytes: &[u8], yaml_ok: bool) -> ApiResult<Value> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => Ok(v),
+        Err(je) if yaml_ok => serde_yaml::from_slice::<Value>(bytes).map_err(|ye| {
+            ApiError::bad_request(format!("error decoding YAML: {ye} (as JSON: {je})"))
+        }),
+        Err(je) => Err(ApiError::bad_request(format!(
+            "couldn't get version/kind; json parse error: {je}"
+        ))),
+    }
+}
+
+fn content_type(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn user_agent_manager(req: &Request<Incoming>) -> String {
+    // Upstream's default field manager is the User-Agent up to its first '/'.
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown");
+    let m = ua.split('/').next().unwrap_or("unknown");
+    m.chars().take(128).collect()
+}
+
+fn write_opts(q: &Query, req: &Request<Incoming>, is_apply: bool) -> ApiResult<WriteOpts> {
+    let mut dry_run = false;
+    for v in q.all("dryRun") {
+        match v {
+            "All" => dry_run = true,
+            "" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dryRun value {other:?}: only \"All\" is supported"
+                )));
+            }
+        }
+    }
+    let force = q.flag("force")?;
+    if force && !is_apply {
+        return Err(ApiError::unprocessable(
+            "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch",
+        ));
+    }
+    if let Some(fv) = q.get("fieldValidation")
+        && !matches!(fv, "" | "Ignore" | "Warn" | "Strict")
+    {
+        return Err(ApiError::bad_request(format!(
+            "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {fv:?}"
+        )));
+    }
+    let manager = match q.get("fieldManager") {
+        Some(m) if !m.is_empty() => {
+            if m.len() > 128 {
+                return Err(ApiError::unprocessable(
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long: may not be longer than 128",
+                ));
+            }
+            m.to_string()
+        }
+        _ if is_apply => {
+            return Err(ApiError::unprocessable(
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        _ => user_agent_manager(req),
+    };
+    Ok(WriteOpts {
+        dry_run,
+        manager,
+        force,
+    })
+}
+
+fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
+    let b: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let policy = b
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| q.get("propagationPolicy").map(str::to_string));
+    let mut propagation = match policy.as_deref() {
+        None | Some("") => None,
+        Some("Background") => Some(Propagation::Background),
+        Some("Foreground") => Some(Propagation::Foreground),
+        Some("Orphan") => Some(Propagation::Orphan),
+        Some(p) => {
+            return Err(ApiError::unprocessable(format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+            )));
+        }
+    };
+    let orphan = b
+        .get("orphanDependents")
+        .and_then(Value::as_bool)
+        .or_else(|| q.get("orphanDependents").map(|v| v == "true"));
+    if let Some(o) = orphan {
+        if propagation.is_some() {
+            return Err(ApiError::unprocessable(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Invalid value: orphanDependents and propagationPolicy cannot be both set",
+            ));
+        }
+        propagation = Some(if o {
+            Propagation::Orphan
+        } else {
+            Propagation::Background
+        });
+    }
+    let grace = b
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| q.get("gracePeriodSeconds").and_then(|v| v.parse().ok()));
+    let dry_run = b
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|v| v == "All"))
+        || q.all("dryRun").any(|v| v == "All");
+    Ok(DeleteOpts {
+        propagation,
+        grace_seconds: grace,
+        precondition_uid: b
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        precondition_rv: b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        dry_run,
+    })
+}
+
+fn status_success(def: &ResourceDef, o: &Value) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {"name": meta::name(o), "group": def.group, "kind": def.plural, "uid": meta::uid(o)}
+    })
+}
+
+/// Stores whose DELETE returns the deleted object rather than a Status (upstream `ReturnDeletedObject`).
+fn returns_deleted_object(def: &ResourceDef) -> bool {
+    (def.group.is_empty() && matches!(def.plural.as_str(), "pods" | "serviceaccounts"))
+        || (def.group == "storage.k8s.io" && def.plural == "storageclasses")
+        || def.from_crd
+}
+
+async fn resource(
+    ctx: &Arc<Ctx>,
+    req: Request<Incoming>,
+    t: Target,
+    q: Query,
+    accept: &str,
+) -> ApiResult<Response<Body>> {
+    let render = rendering(accept);
+    let method = req.method().clone();
+    let ns = t.ns.clone().unwrap_or_default();
+    match (&method, t.name.as_deref(), t.sub.as_deref()) {
+        (&Method::GET, None, _) => {
+            if q.flag("watch")? {
+                let wr = WatchRequest::from_query(&q, &t, render)?;
+                Ok(watch::serve(ctx.clone(), wr))
+            } else {
+                list(ctx, &t, &q, render)
+            }
+        }
+        (&Method::POST, None, _) => {
+            let ct = content_type(&req);
+            if !matches!(ct.as_str(), "application/json" | "application/yaml" | "") {
+                return Err(ApiError::unsupported_media_type(&ct));
+            }
+            let opts = write_opts(&q, &req, false)?;
+            let body = read_body(req).await?;
+            let doc = parse_doc(&body, true)?;
+            let obj = ctx
+                .store
+                .write(|g| g.create(&t.def, t.ns.as_deref(), doc, &opts))?;
+            Ok(json_response(
+                201,
+                &render_one(&obj, &t.def, &t.version, render, &q),
+            ))
+        }
+        (&Method::DELETE, None, _) => {
+            let body = read_body(req).await?;
+            let d = delete_opts(&q, &body)?;
+            let (ls, fs) = selectors(&q)?;
+            let items = ctx.store.write(|g| {
+                let mut out = vec![];
+                for o in g.list(&t.def, t.ns.as_deref()) {
+                    if !ls.matches(o.pointer("/metadata/labels").and_then(Value::as_object))
+                        || !fs.matches(&o)
+                    {
+                        continue;
+                    }
+                    match g.delete(&t.def, meta::namespace(&o), meta::name(&o), &d) {
+                        Ok(DeleteOutcome::Gone(x)) | Ok(DeleteOutcome::Pending(x)) => out.push(x),
+                        Err(e) if e.code == 404 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let rv = g.rv;
+                Ok((out, rv))
+            })?;
+            let (items, rv) = items;
+            let items: Vec<Value> = items
+                .iter()
+                .map(|o| present(o, &t.def, &t.version).into_owned())
+                .collect();
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": format!("{}List", t.def.kind),
+                    "apiVersion": t.def.api_version(&t.version),
+                    "metadata": {"resourceVersion": rv.to_string()},
+                    "items": items,
+                }),
+            ))
+        }
+        (_, None, _) => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
+        (_, Some(_), Some("scale")) => crate::scale::handle(ctx, req, &t, &q).await,
+        (&Method::GET, Some(name), _) => {
+            let obj = ctx.store.lock().get(&t.def, &ns, name)?;
+            Ok(json_response(
+                200,
+                &render_one(&obj, &t.def, &t.version, render, &q),
+            ))
+        }
+        (&Method::PUT, Some(name), sub) => {
+            let ct = content_type(&req);
+            if !matches!(ct.as_str(), "application/json" | "application/yaml" | "") {
+                return Err(ApiError::unsupported_media_type(&ct));
+            }
+            let opts = write_opts(&q, &req, false)?;
+            let scope = if sub == Some("status") {
+                Scope::Status
+            } else {
+                Scope::Main
+            };
+            let body = read_body(req).await?;
+            let doc = parse_doc(&body, true)?;
+            let obj = ctx
+                .store
+                .write(|g| g.replace(&t.def, &ns, name, doc, scope, &opts))?;
+            Ok(json_response(
+                200,
+                &render_one(&obj, &t.def, &t.version, render, &q),
+            ))
+        }
+        (&Method::PATCH, Some(name), sub) => {
+            let ct = content_type(&req);
+            let is_apply = ct == "application/apply-patch+yaml";
+            let opts = write_opts(&q, &req, is_apply)?;
+            let scope = if sub == Some("status") {
+                Scope::Status
+            } else {
+                Scope::Main
+            };
+            let body = read_body(req).await?;
+            let pb = patch_body(&ct, &body)?;
+            let (obj, created) = ctx
+                .store
+                .write(|g| g.patch(&t.def, &ns, name, pb, scope, &opts))?;
+            let code = if created { 201 } else { 200 };
+            Ok(json_response(
+                code,
+                &render_one(&obj, &t.def, &t.version, render, &q),
+            ))
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let body = read_body(req).await?;
+            let d = delete_opts(&q, &body)?;
+            let out = ctx.store.write(|g| g.delete(&t.def, &ns, name, &d))?;
+            Ok(match out {
+                DeleteOutcome::Gone(o) if !returns_deleted_object(&t.def) => {
+                    json_response(200, &status_success(&t.def, &o))
+                }
+                DeleteOutcome::Gone(o) | DeleteOutcome::Pending(o) => {
+                    json_response(200, &present(&o, &t.def, &t.version))
+                }
+            })
+        }
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
+    }
+}
+
+pub(crate) fn patch_body(ct: &str, body: &[u8]) -> ApiResult<PatchBody> {
+    Ok(match ct {
+        "application/apply-patch+yaml" => PatchBody::Apply(parse_doc(body, true)?),
+        "application/merge-patch+json" => PatchBody::Merge(parse_doc(body, false)?),
+        "application/strategic-merge-patch+json" => PatchBody::Strategic(parse_doc(body, false)?),
+        "application/json-patch+json" => PatchBody::Json(parse_doc(body, false)?),
+        other => return Err(ApiError::unsupported_media_type(other)),
+    })
+}
+
+pub(crate) fn selectors(q: &Query) -> ApiResult<(LabelSelector, FieldSelector)> {
+    let ls = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let fs = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+    Ok((ls, fs))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: u64,
+    id: String,
+    off: usize,
+}
+
+fn list(ctx: &Arc<Ctx>, t: &Target, q: &Query, render: Rendering) -> ApiResult<Response<Body>> {
+    let (ls, fs) = selectors(q)?;
+    let limit: usize = match q.get("limit") {
+        None | Some("") => 0,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?
+            .max(0) as usize,
+    };
+    let rv_param = q.get("resourceVersion").unwrap_or("");
+    let rv_match = q.get("resourceVersionMatch").unwrap_or("");
+    let cont = q.get("continue").unwrap_or("");
+    if !rv_match.is_empty() && rv_param.is_empty() {
+        return Err(ApiError::unprocessable(
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ));
+    }
+    if !matches!(rv_match, "" | "Exact" | "NotOlderThan") {
+        return Err(ApiError::unprocessable(format!(
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Unsupported value: \"{rv_match}\""
+        )));
+    }
+    if !cont.is_empty() && !rv_param.is_empty() && rv_param != "0" {
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
+    }
+    let (rv, items, offset) = if !cont.is_empty() {
+        let tok = decode_token(cont)?;
+        let mut snaps = ctx.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = snaps.get(&tok.id).filter(|s| s.rv == tok.rv) else {
+            return Err(ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
+        };
+        let items = s.items.clone();
+        if s.created.elapsed() > SNAPSHOT_TTL {
+            snaps.remove(&tok.id);
+        }
+        (tok.rv, items, tok.off)
+    } else {
+        let g = ctx.store.lock();
+        if !rv_param.is_empty() && rv_param != "0" {
+            let want: u64 = rv_param.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}"))
+            })?;
+            if rv_match == "Exact" && want < g.rv {
+                // History is kept as a change log, not as snapshots, so only the current state can be listed.
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {want} ({})",
+                    g.rv
+                )));
+            }
+            if want > g.rv {
+                return Err(ApiError::timeout(format!(
+                    "Too large resource version: {want}, current: {}",
+                    g.rv
+                )));
+            }
+        }
+        let items: Vec<Arc<Value>> = g
+            .list(&t.def, t.ns.as_deref())
+            .into_iter()
+            .filter(|o| {
+                ls.matches(o.pointer("/metadata/labels").and_then(Value::as_object))
+                    && fs.matches(o)
+            })
+            .collect();
+        (g.rv, Arc::new(items), 0)
+    };
+    let end = if limit > 0 {
+        (offset + limit).min(items.len())
+    } else {
+        items.len()
+    };
+    let page = &items[offset.min(items.len())..end];
+    let mut list_meta = json!({"resourceVersion": rv.to_string()});
+    if end < items.len() {
+        let id = match decode_token(cont) {
+            Ok(t) => t.id,
+            Err(_) => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let mut snaps = ctx.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+                snaps.retain(|_, s| s.created.elapsed() < SNAPSHOT_TTL);
+                if snaps.len() >= SNAPSHOT_SLOTS
+                    && let Some(oldest) = snaps
+                        .iter()
+                        .min_by_key(|(_, s)| s.created)
+                        .map(|(k, _)| k.clone())
+                {
+                    snaps.remove(&oldest);
+                }
+                snaps.insert(
+                    id.clone(),
+                    Snapshot {
+                        rv,
+                        items: items.clone(),
+                        created: Instant::now(),
+                    },
+                );
+                id
+            }
+        };
+        let tok = ContinueToken { rv, id, off: end };
+        use base64::Engine;
+        list_meta["continue"] = json!(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&tok).unwrap_or_default())
+        );
+        if ls.is_empty() && fs.is_empty() {
+            list_meta["remainingItemCount"] = json!(items.len() - end);
+        }
+    } else if !cont.is_empty()
+        && let Ok(tok) = decode_token(cont)
+    {
+        ctx.snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&tok.id);
+    }
+    match render {
+        Rendering::Table => {
+            let objs: Vec<Cow<Value>> = page
+                .iter()
+                .map(|o| present(o, &t.def, &t.version))
+                .collect();
+            let refs: Vec<&Value> = objs.iter().map(|c| &**c).collect();
+            let tbl = table::table(
+                &t.def.kind,
+                &t.def.group,
+                &refs,
+                t.def.printer_columns.as_deref(),
+                q.get("includeObject").unwrap_or("Metadata"),
+                list_meta,
+                jiff::Timestamp::now(),
+            );
+            Ok(json_response(200, &tbl))
+        }
+        Rendering::Metadata => {
+            let items: Vec<Value> = page.iter().map(|o| partial_metadata(o)).collect();
+            Ok(json_response(
+                200,
+                &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items}),
+            ))
+        }
+        Rendering::Full => {
+            // Serialized item by item: a 50,000-object list is never built as one Value.
+            let mut buf = Vec::with_capacity(64 + page.len() * 512);
+            buf.extend_from_slice(b"{\"kind\":");
+            serde_json::to_writer(&mut buf, &format!("{}List", t.def.kind)).ok();
+            buf.extend_from_slice(b",\"apiVersion\":");
+            serde_json::to_writer(&mut buf, &t.def.api_version(&t.version)).ok();
+            buf.extend_from_slice(b",\"metadata\":");
+            serde_json::to_writer(&mut buf, &list_meta).ok();
+            buf.extend_from_slice(b",\"items\":[");
+            for (i, o) in page.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                serde_json::to_writer(&mut buf, &*present(o, &t.def, &t.version)).ok();
+            }
+            buf.extend_from_slice(b"]}");
+            Ok(json_bytes(200, buf, "application/json"))
+        }
+    }
+}
+
+fn decode_token(s: &str) -> ApiResult<ContinueToken> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| ApiError::bad_request("invalid continue token"))?;
+    serde_json::from_slice(&raw).map_err(|_| ApiError::bad_request("invalid continue token"))
+}
+
+/// A streaming body fed by a channel; dropping the receiver (client gone) ends the sender's loop.
+pub(crate) fn streaming_body(rx: mpsc::Receiver<Bytes>) -> Body {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    StreamBody::new(stream).boxed()
+}
+
+pub(crate) fn stream_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+    let mut r = Response::new(streaming_body(rx));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing_handles_kube_rs_shapes() {
+        let q = Query::parse(Some(
+            "&watch=true&labelSelector=env+in+%28a%2Cb%29&timeoutSeconds=290",
+        ));
+        assert_eq!(q.get("watch"), Some("true"));
+        assert_eq!(q.get("labelSelector"), Some("env in (a,b)"));
+        assert_eq!(q.get("timeoutSeconds"), Some("290"));
+        let q = Query::parse(Some(""));
+        assert_eq!(q.get("watch"), None);
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        assert_eq!(
+            rendering(
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+            ),
+            Rendering::Table
+        );
+        assert_eq!(
+            rendering("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+            Rendering::Metadata
+        );
+        assert_eq!(rendering(""), Rendering::Full);
+        assert_eq!(rendering("application/json, */*"), Rendering::Full);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("system%3Anode"), "system:node");
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+}

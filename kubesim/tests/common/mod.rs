@@ -1,0 +1,46 @@
+//! Shared set-up for kubesim's black-box tests: a server on a free port and a kube-rs client for it.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use kube::{Client, Config};
+
+/// A running kubesim and a client pointed at it.
+pub struct Sim {
+    pub sim: kubesim::KubeSim,
+    pub client: Client,
+}
+
+pub async fn start() -> Sim {
+    start_with(kubesim::Options::default()).await
+}
+
+pub async fn start_with(opts: kubesim::Options) -> Sim {
+    let sim = kubesim::start(opts).await.expect("kubesim starts");
+    let client = client_for(&sim.url());
+    Sim { sim, client }
+}
+
+pub fn client_for(url: &str) -> Client {
+    let cfg = Config::new(url.parse().expect("url"));
+    Client::try_from(cfg).expect("client")
+}
+
+/// Polls `f` until it returns `Some`, failing the test after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > end {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
