@@ -1,0 +1,274 @@
+//! The error body of every failure, `{"error","message","code"}`, and the documented error responses.
+//!
+//! [`Problem`] is what handlers and extractors produce; each operation's response enum converts from it, and
+//! [`render_any_error`] turns every other failure (unknown route, wrong method, poem's own parse errors) into the
+//! same body, so no client ever sees poem's plain-text defaults.
+
+use poem::error::ResponseError;
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
+use poem_openapi::{ApiResponse, Object};
+
+use crate::domain::ValidationError;
+use crate::k8s::K8sError;
+
+/// The error body.
+#[derive(Object, Debug, Clone, PartialEq, Eq)]
+#[oai(example)]
+pub struct ErrorBody {
+    /// A stable machine-readable code: validation_failed, invalid_request, resource_not_found,
+    /// resource_conflict, payload_too_large, kubernetes_error, ...
+    pub error: String,
+    /// A human-readable description naming the offending field where there is one.
+    pub message: String,
+    /// The HTTP status code.
+    pub code: u16,
+}
+
+impl Example for ErrorBody {
+    fn example() -> Self {
+        ErrorBody {
+            error: "validation_failed".into(),
+            message: "resourceName is required".into(),
+            code: 400,
+        }
+    }
+}
+
+/// A failure to report to the client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}: {message}")]
+pub struct Problem {
+    pub status: u16,
+    pub error: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(status: u16, error: &'static str, message: impl Into<String>) -> Self {
+        Problem {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(400, "validation_failed", message)
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, "resource_not_found", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(409, "resource_conflict", message)
+    }
+
+    pub fn kubernetes(message: impl Into<String>) -> Self {
+        Self::new(503, "kubernetes_error", message)
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.error.to_string(),
+            message: self.message.clone(),
+            code: self.status,
+        }
+    }
+}
+
+impl From<ValidationError> for Problem {
+    fn from(e: ValidationError) -> Self {
+        Problem::validation(e.message)
+    }
+}
+
+impl From<K8sError> for Problem {
+    fn from(e: K8sError) -> Self {
+        // Only safe text: the API server's message for an unreachable cluster, a generic line otherwise.
+        match &e {
+            K8sError::Unavailable(_) => Problem::kubernetes(e.to_string()),
+            K8sError::Api(s) => {
+                tracing::error!(code = s.code, reason = %s.reason, message = %s.message, "unexpected Kubernetes API error");
+                Problem::kubernetes(format!(
+                    "the Kubernetes API refused the request ({} {})",
+                    s.code, s.reason
+                ))
+            }
+            K8sError::Other(err) => {
+                tracing::error!(error = %err, "Kubernetes client error");
+                Problem::kubernetes("error communicating with the Kubernetes API")
+            }
+        }
+    }
+}
+
+impl ResponseError for Problem {
+    fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn as_response(&self) -> Response {
+        let mut r = Json(self.body()).into_response();
+        r.set_status(self.status());
+        r
+    }
+}
+
+/// Errors of `POST /v1/provision`.
+#[derive(ApiResponse, Debug)]
+pub enum ProvisionError {
+    /// The request failed validation (`validation_failed`) or is malformed (`invalid_request`).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// A resource of that type and name exists in the namespace with a different spec, or is being deleted.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The body is larger than the configured limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The Kubernetes API cannot be reached; nothing was accepted.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+/// Errors of `POST /v1/deprovision`.
+#[derive(ApiResponse, Debug)]
+pub enum DeprovisionError {
+    /// The request failed validation, is malformed, or names a resource other than the deployment's.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No deployment has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The record changed while the request was being stored; retry.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The body is larger than the configured limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The Kubernetes API cannot be reached; nothing was accepted.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+/// Errors of the read endpoints.
+#[derive(ApiResponse, Debug)]
+pub enum QueryError {
+    /// A parameter is missing or invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No deployment has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The broker's view of the cluster is not available yet.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+/// Errors of `POST /v1/resources` (a body, so also 413).
+#[derive(ApiResponse, Debug)]
+pub enum QueryBodyError {
+    /// A field is missing or invalid, or the body is malformed.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The body is larger than the configured limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The broker's view of the cluster is not available yet.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl From<Problem> for ProvisionError {
+    fn from(p: Problem) -> Self {
+        let b = Json(p.body());
+        match p.status {
+            409 => ProvisionError::Conflict(b),
+            413 => ProvisionError::PayloadTooLarge(b),
+            503 | 500 => ProvisionError::Unavailable(b),
+            _ => ProvisionError::BadRequest(b),
+        }
+    }
+}
+
+impl From<Problem> for DeprovisionError {
+    fn from(p: Problem) -> Self {
+        let b = Json(p.body());
+        match p.status {
+            404 => DeprovisionError::NotFound(b),
+            409 => DeprovisionError::Conflict(b),
+            413 => DeprovisionError::PayloadTooLarge(b),
+            503 | 500 => DeprovisionError::Unavailable(b),
+            _ => DeprovisionError::BadRequest(b),
+        }
+    }
+}
+
+impl From<Problem> for QueryError {
+    fn from(p: Problem) -> Self {
+        let b = Json(p.body());
+        match p.status {
+            404 => QueryError::NotFound(b),
+            503 | 500 => QueryError::Unavailable(b),
+            _ => QueryError::BadRequest(b),
+        }
+    }
+}
+
+impl From<Problem> for QueryBodyError {
+    fn from(p: Problem) -> Self {
+        let b = Json(p.body());
+        match p.status {
+            413 => QueryBodyError::PayloadTooLarge(b),
+            503 | 500 => QueryBodyError::Unavailable(b),
+            _ => QueryBodyError::BadRequest(b),
+        }
+    }
+}
+
+/// Converts any error that reached the top of the route tree into the error body.
+pub fn render_any_error(err: poem::Error) -> Response {
+    if err.is_from_response() || err.is::<Problem>() {
+        return err.into_response();
+    }
+    let status = err.status();
+    let problem = if let Some(p) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        if p.reason.contains("expects an input value") {
+            Problem::validation(format!("{} is required", p.name))
+        } else {
+            Problem::validation(format!("{}: {}", p.name, p.reason))
+        }
+    } else if err.is::<poem_openapi::error::ContentTypeError>() {
+        Problem::invalid_request("Content-Type must be application/json")
+    } else if err.is::<poem_openapi::error::ParseRequestPayloadError>() {
+        Problem::invalid_request(err.to_string())
+    } else {
+        match status.as_u16() {
+            404 => Problem::new(
+                404,
+                "route_not_found",
+                "no such endpoint; see /openapi.json",
+            ),
+            405 => Problem::new(
+                405,
+                "method_not_allowed",
+                "this endpoint does not support the request method",
+            ),
+            413 => Problem::new(413, "payload_too_large", "the request body is too large"),
+            s if s < 500 => Problem::new(s, "invalid_request", err.to_string()),
+            s => {
+                tracing::error!(error = %err, status = s, "unhandled error");
+                Problem::new(500, "internal_error", "internal error")
+            }
+        }
+    };
+    problem.as_response()
+}

@@ -1,0 +1,35 @@
+//! KIDP Deployment Broker: a stateless REST service that provisions databases in Kubernetes namespaces,
+//! answers 202 at once, reports every phase by callback and tells what is really running.
+//!
+//! The map of the crate (see `../shared/DESIGN.md`):
+//! - [`config`]: command-line and environment configuration.
+//! - [`domain`]: the shared vocabulary, validation, catalogue, cost and drift — pure, no I/O.
+//! - `http`: the REST surface (poem-openapi), the error body, Swagger UI and the spec.
+//! - `k8s`: the Kubernetes client, intent records, reflector stores, `--dev`'s embedded kubesim.
+//! - `metrics`: every exported metric, described once.
+//! - [`run`]: wires it together and serves until SIGTERM/SIGINT.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod domain;
+mod http;
+mod k8s;
+mod metrics;
+mod server;
+
+pub use server::{Running, run, start};
+
+/// The OpenAPI document (JSON) the server serves at `/openapi.json`.
+pub fn openapi_json() -> String {
+    http::spec_json()
+}
+
+/// The OpenAPI document (YAML) the server serves at `/openapi.yaml`.
+pub fn openapi_yaml() -> String {
+    http::spec_yaml()
+}
+
+/// The ManagedResource CRD as YAML.
+pub fn crd_yaml() -> String {
+    k8s::record::crd_yaml()
+}
