@@ -392,6 +392,7 @@ async fn malformed_bodies_content_types_and_size() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "method_not_allowed");
     env.stop().await;

@@ -98,30 +98,7 @@ pub struct ResourcesBody(ResourcesQuery);
 impl ValidatedBody for ResourcesBody {
     type Schema = ResourcesQueryDoc;
     fn validate(v: &serde_json::Value) -> Result<Self, Problem> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| Problem::validation("request body must be a JSON object"))?;
-        for k in obj.keys() {
-            if !matches!(
-                k.as_str(),
-                "namespace" | "resourceType" | "resourceName" | "deploymentId"
-            ) {
-                return Err(Problem::validation(format!("unknown field \"{k}\"")));
-            }
-        }
-        let field = |k: &str| -> Result<Option<&str>, Problem> {
-            match obj.get(k) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::String(s)) => Ok(Some(s.as_str())),
-                Some(_) => Err(Problem::validation(format!("{k} must be a string"))),
-            }
-        };
-        Ok(ResourcesBody(domain::parse_resources_query(
-            field("namespace")?,
-            field("resourceType")?,
-            field("resourceName")?,
-            field("deploymentId")?,
-        )?))
+        Ok(ResourcesBody(domain::parse_resources_query_body(v)?))
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod api;
 mod body;
 mod errors;
+mod spec;
 mod types;
 
 use std::sync::Arc;
@@ -17,16 +18,17 @@ use poem_openapi::OpenApiService;
 pub use self::api::{AppState, BrokerApi, VERSION};
 use self::body::BodyLimit;
 
-/// The routes the API serves, used as bounded metric labels.
-const KNOWN_ROUTES: &[&str] = &[
-    "/health",
-    "/readiness",
-    "/v1/provision",
-    "/v1/deprovision",
-    "/v1/status",
-    "/v1/resources",
-    "/openapi.json",
-    "/openapi.yaml",
+/// The routes the API serves with their methods: bounded metric labels, and the `Allow` header of a 405.
+const KNOWN_ROUTES: &[(&str, &str)] = &[
+    ("/health", "GET, HEAD"),
+    ("/readiness", "GET, HEAD"),
+    ("/v1/provision", "POST"),
+    ("/v1/deprovision", "POST"),
+    ("/v1/status", "GET, HEAD"),
+    ("/v1/resources", "GET, HEAD, POST"),
+    ("/openapi.json", "GET, HEAD"),
+    ("/openapi.yaml", "GET, HEAD"),
+    ("/docs", "GET, HEAD"),
 ];
 
 /// The one place that builds the OpenAPI service: the server and `kidp-broker openapi` both use it.
@@ -39,22 +41,25 @@ pub fn openapi_service(state: Option<Arc<AppState>>) -> OpenApiService<BrokerApi
         .server("http://localhost:8082")
 }
 
-/// The OpenAPI document as JSON (what `openapi/openapi.json` holds).
+/// The OpenAPI document as JSON (what `openapi/openapi.json` holds and `/openapi.json` serves).
 pub fn spec_json() -> String {
-    openapi_service(None).spec()
+    let doc = spec::refine(&openapi_service(None).spec());
+    serde_json::to_string_pretty(&doc).expect("a JSON value serializes") + "\n"
 }
 
-/// The OpenAPI document as YAML (what `openapi/openapi.yaml` holds).
+/// The OpenAPI document as YAML (what `openapi/openapi.yaml` holds and `/openapi.yaml` serves).
 pub fn spec_yaml() -> String {
-    openapi_service(None).spec_yaml()
+    let doc = spec::refine(&openapi_service(None).spec());
+    serde_yaml::to_string(&doc).expect("a JSON value serializes as YAML")
 }
 
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> impl Endpoint {
     let api = openapi_service(Some(state));
-    let json = api.spec();
-    let yaml = api.spec_yaml();
-    let ui = api.swagger_ui();
+    let json = spec_json();
+    let yaml = spec_yaml();
+    // Swagger UI shows the refined document, not poem-openapi's raw one.
+    let ui = api.swagger_ui_html().replace(&api.spec(), &json);
     Route::new()
         .at(
             "/openapi.json",
@@ -72,7 +77,10 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> impl Endpoint {
                     .into_response()
             }),
         )
-        .nest("/docs", ui)
+        .at(
+            "/docs",
+            make_sync(move |_| poem::web::Html(ui.clone()).into_response()),
+        )
         .nest("/", api)
         .data(BodyLimit(max_body_bytes))
         .catch_all_error(|err| async move { errors::render_any_error(err) })
@@ -80,19 +88,20 @@ pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> impl Endpoint {
             let started = Instant::now();
             let method = req.method().to_string();
             let path = req.uri().path().to_string();
-            let endpoint = if path.starts_with("/docs") {
-                "/docs"
-            } else {
-                KNOWN_ROUTES
-                    .iter()
-                    .copied()
-                    .find(|r| *r == path)
-                    .unwrap_or("unmatched")
-            };
-            let resp = match ep.call(req).await {
+            let known = KNOWN_ROUTES.iter().find(|(r, _)| *r == path);
+            let endpoint = known.map(|(r, _)| *r).unwrap_or("unmatched");
+            let mut resp = match ep.call(req).await {
                 Ok(r) => r.into_response(),
                 Err(e) => errors::render_any_error(e),
             };
+            if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+                && let Some((_, allow)) = known
+            {
+                resp.headers_mut().insert(
+                    poem::http::header::ALLOW,
+                    poem::http::HeaderValue::from_static(allow),
+                );
+            }
             crate::metrics::http_request(endpoint, &method, started.elapsed());
             if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
                 tracing::error!(%method, %path, "request failed with 500");

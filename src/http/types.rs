@@ -39,8 +39,10 @@ pub enum SizeDoc {
 pub struct BackupDoc {
     pub enabled: bool,
     /// A duration such as `7d` or `36h` (default `7d`).
+    #[oai(skip_serializing_if_is_none)]
     pub retention: Option<String>,
     /// A 5-field cron expression (default `0 2 * * *`).
+    #[oai(skip_serializing_if_is_none)]
     pub schedule: Option<String>,
 }
 
@@ -53,8 +55,10 @@ pub struct BackupDoc {
 )]
 pub struct EncryptionDoc {
     /// Volumes on an encrypting StorageClass (the broker must be configured with one).
+    #[oai(skip_serializing_if_is_none)]
     pub at_rest: Option<bool>,
     /// TLS between clients and the database.
+    #[oai(skip_serializing_if_is_none)]
     pub in_transit: Option<bool>,
 }
 
@@ -67,8 +71,11 @@ pub struct SpecDoc {
     /// redis 6.2/7.0/7.2.
     pub version: String,
     pub size: SizeDoc,
+    #[oai(skip_serializing_if_is_none)]
     pub high_availability: Option<bool>,
+    #[oai(skip_serializing_if_is_none)]
     pub backup: Option<BackupDoc>,
+    #[oai(skip_serializing_if_is_none)]
     pub encryption: Option<EncryptionDoc>,
 }
 
@@ -82,7 +89,7 @@ pub struct SpecDoc {
 )]
 pub struct ProvisionRequestDoc {
     pub resource_type: ResourceTypeDoc,
-    /// Lowercase RFC 1123 label, at most 40 characters.
+    /// Lowercase RFC 1035 label (starts with a letter), at most 40 characters.
     pub resource_name: String,
     /// Kubernetes namespace (RFC 1123 label).
     pub namespace: String,
@@ -137,6 +144,7 @@ pub struct DeprovisionRequestDoc {
     pub resource_name: String,
     pub namespace: String,
     /// Where the Deleting/Deleted callbacks go; the provision callback URL when absent.
+    #[oai(skip_serializing_if_is_none)]
     pub callback_url: Option<String>,
 }
 
@@ -162,8 +170,11 @@ impl Example for DeprovisionRequestDoc {
 )]
 pub struct ResourcesQueryDoc {
     pub namespace: String,
+    #[oai(skip_serializing_if_is_none)]
     pub resource_type: Option<ResourceTypeDoc>,
+    #[oai(skip_serializing_if_is_none)]
     pub resource_name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub deployment_id: Option<String>,
 }
 
@@ -253,11 +264,15 @@ pub struct SpecSummary {
 #[derive(Object, Debug, Clone, PartialEq)]
 #[oai(rename_all = "camelCase")]
 pub struct ResourceUsage {
+    #[oai(skip_serializing_if_is_none)]
     pub cpu_usage: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub memory_usage: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub storage_usage: Option<String>,
     pub replicas: u32,
     /// Why usage figures are missing (for example: the metrics API is not installed).
+    #[oai(skip_serializing_if_is_none)]
     pub unavailable_reason: Option<String>,
 }
 
@@ -274,15 +289,20 @@ pub struct ResourceState {
     pub health_status: String,
     pub message: String,
     pub last_checked: String,
+    #[oai(skip_serializing_if_is_none)]
     pub endpoint: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
     pub port: Option<u16>,
+    #[oai(skip_serializing_if_is_none)]
     pub connection_secret: Option<String>,
     /// What is observed running; null until the broker has observed the workload.
+    #[oai(skip_serializing_if_is_none)]
     pub actual_spec: Option<SpecSummary>,
     pub desired_spec: SpecSummary,
     pub drift_detected: bool,
     pub drift_details: Vec<String>,
     /// null until the workload runs.
+    #[oai(skip_serializing_if_is_none)]
     pub resource_usage: Option<ResourceUsage>,
     pub estimated_monthly_cost: f64,
 }
