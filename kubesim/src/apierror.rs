@@ -152,6 +152,35 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
+    /// 429 as the apiserver's max-in-flight filter sends it: `details.retryAfterSeconds` and a `Retry-After` header.
+    pub(crate) fn too_many_requests(message: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(429, "TooManyRequests", message).with_retry_after(retry_after)
+    }
+
+    /// 503 with `details.retryAfterSeconds` and a `Retry-After` header (`NewServiceUnavailable` plus the header
+    /// an overloaded or restarting apiserver sends).
+    pub(crate) fn service_unavailable(message: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(503, "ServiceUnavailable", message).with_retry_after(retry_after)
+    }
+
+    /// 500 as `NewInternalError`: `Internal error occurred: <cause>`, the cause repeated in `details.causes`.
+    pub(crate) fn internal(cause: impl Into<String>) -> Self {
+        let cause = cause.into();
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {cause}"),
+        )
+        .with_details(json!({"causes": [{"message": cause}]}))
+    }
+
+    fn with_retry_after(mut self, seconds: u64) -> Self {
+        let d = self.details.get_or_insert_with(|| json!({}));
+        d["retryAfterSeconds"] = json!(seconds);
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// The `Status` body.
     pub(crate) fn to_status(&self) -> Value {
         let mut v = json!({

@@ -265,11 +265,16 @@ pub(crate) fn openapi_group_version(reg: &Registry, group: &str, version: &str) 
         });
         let mut create = op.clone();
         create["x-kubernetes-action"] = json!("post");
-        paths.insert(base.clone(), json!({"post": create}));
-        paths.insert(
-            format!("{base}/{{name}}"),
-            json!({"patch": op.clone(), "put": op.clone()}),
-        );
+        if d.verbs.contains(&"create") {
+            paths.insert(base.clone(), json!({"post": create}));
+        }
+        // Read-only and create-only resources (metrics, reviews) advertise no writes to existing objects.
+        if d.verbs.contains(&"patch") {
+            paths.insert(
+                format!("{base}/{{name}}"),
+                json!({"patch": op.clone(), "put": op.clone()}),
+            );
+        }
         if d.status {
             paths.insert(
                 format!("{base}/{{name}}/status"),

@@ -10,16 +10,25 @@
 //! - `fieldmanager`: server-side apply and managedFields; `patch`: JSON, merge and strategic merge patches;
 //!   `listmeta`: which lists merge by key.
 //! - `selector`: label and field selectors; `table`: `kubectl get` tables; `defaults`, `validate`: per-kind rules.
+//! - `controllers`: StatefulSet, Deployment/ReplicaSet, Job, CronJob, PVC binding, PDB status, and the
+//!   scheduler and kwok-like kubelet of the one node, with pod faults from `kube-system/kubesim-faults`.
+//! - `metrics_api`: metrics.k8s.io PodMetrics/NodeMetrics; `reviews`: TokenReview/SubjectAccessReview from a
+//!   token file; `faults`: API faults from the `kube-system/kubesim-faults` ConfigMap; `persist`: `--data-file`.
 #![forbid(unsafe_code)]
 
 mod apierror;
+mod controllers;
 mod defaults;
 mod discovery;
+mod faults;
 mod fieldmanager;
 mod listmeta;
 mod meta;
+mod metrics_api;
 mod patch;
+mod persist;
 mod registry;
+mod reviews;
 mod scale;
 mod selector;
 mod server;
@@ -29,6 +38,7 @@ mod validate;
 mod watch;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +56,16 @@ pub struct Options {
     pub history: usize,
     /// How often an idle watch with `allowWatchBookmarks=true` gets a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// Token file that TokenReviews and SubjectAccessReviews are answered from (format in `README`); without
+    /// one every token is unknown and every access denied, except what `anonymous_allow` grants.
+    pub token_file: Option<PathBuf>,
+    /// Rules granted to `system:anonymous`, each as `verbs=get,list;resources=pods;namespaces=team-*` (omitted
+    /// keys match everything; `*` alone allows every resource request). Added to the token file's `anonymous:`.
+    pub anonymous_allow: Vec<String>,
+    /// Keep the store in this file: loaded at start when it exists, written shortly after changes and at shutdown.
+    pub data_file: Option<PathBuf>,
+    /// How long a pod takes from admission to Running and Ready (plus up to half again as jitter).
+    pub ready_delay: Duration,
 }
 
 impl Default for Options {
@@ -57,6 +77,11 @@ impl Default for Options {
             history: 100_000,
             // Upstream sends bookmarks about once a minute.
             bookmark_interval: Duration::from_secs(60),
+            token_file: None,
+            anonymous_allow: vec![],
+            data_file: None,
+            // About what a small image takes to start on a warm node; short enough for an interactive --dev.
+            ready_delay: Duration::from_secs(1),
         }
     }
 }
@@ -67,26 +92,36 @@ pub struct KubeSim {
     shutdown: tokio_watch::Sender<bool>,
     server: JoinHandle<()>,
     store: Arc<store::Store>,
+    persister: Option<persist::Persister>,
 }
 
 /// Starts a server and returns once it accepts connections.
 pub async fn start(opts: Options) -> std::io::Result<KubeSim> {
+    let reviews = reviews::ReviewPolicy::load(opts.token_file.as_deref(), &opts.anonymous_allow)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let store = match &opts.data_file {
+        Some(path) => persist::open(path, opts.history)?,
+        None => store::Store::new(opts.history),
+    };
     let listener = TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
-    let store = store::Store::new(opts.history);
     let (tx, rx) = tokio_watch::channel(false);
-    let ctx = Arc::new(server::Ctx::new(
-        store.clone(),
-        rx.clone(),
-        opts.bookmark_interval,
-    ));
+    let ctx = Arc::new(
+        server::Ctx::new(store.clone(), rx.clone(), opts.bookmark_interval).with_reviews(reviews),
+    );
     tokio::spawn(store.clone().run_gc(rx.clone()));
+    controllers::spawn(store.clone(), rx.clone(), &opts);
+    let persister = opts
+        .data_file
+        .clone()
+        .map(|path| persist::Persister::spawn(store.clone(), path, rx.clone()));
     let server = tokio::spawn(serve(listener, ctx, rx));
     Ok(KubeSim {
         addr,
         shutdown: tx,
         server,
         store,
+        persister,
     })
 }
 
@@ -138,10 +173,14 @@ impl KubeSim {
         self.store.lock().object_count()
     }
 
-    /// Stops accepting connections, ends watch streams and waits for the server to finish.
+    /// Stops accepting connections, ends watch streams and waits for the server to finish; with a data file,
+    /// writes the final state to it.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+        if let Some(p) = self.persister {
+            p.finish(&self.store).await;
+        }
     }
 }
 

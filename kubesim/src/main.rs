@@ -1,4 +1,5 @@
-//! `kubesim --listen 127.0.0.1:PORT [--kubeconfig-out PATH]`: runs the simulator until SIGINT/SIGTERM.
+//! `kubesim --listen 127.0.0.1:PORT [--kubeconfig-out PATH] [--data-file PATH] [--token-file PATH]`: runs the
+//! simulator until SIGINT/SIGTERM.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -23,6 +24,18 @@ struct Args {
     /// Seconds between BOOKMARK events on idle watches that allow them.
     #[arg(long, env = "KUBESIM_BOOKMARK_INTERVAL", default_value_t = 60)]
     bookmark_interval: u64,
+    /// Keep the store in this file across restarts (loaded at start, written after changes and at shutdown).
+    #[arg(long, env = "KUBESIM_DATA_FILE")]
+    data_file: Option<PathBuf>,
+    /// Token file answering TokenReview and SubjectAccessReview; without it every review is denied.
+    #[arg(long, env = "KUBESIM_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// A rule granted to system:anonymous, e.g. 'verbs=get,list;resources=pods;namespaces=team-*'; repeatable.
+    #[arg(long)]
+    anonymous_allow: Vec<String>,
+    /// How long pods take to become Running and Ready, e.g. 1s or 200ms (jitter of up to half again is added).
+    #[arg(long, env = "KUBESIM_READY_DELAY", default_value = "1s", value_parser = parse_delay)]
+    ready_delay: Duration,
 }
 
 #[tokio::main]
@@ -39,6 +52,10 @@ async fn main() -> anyhow::Result<()> {
         listen: args.listen,
         history: args.history,
         bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
+        token_file: args.token_file,
+        anonymous_allow: args.anonymous_allow,
+        data_file: args.data_file,
+        ready_delay: args.ready_delay,
     })
     .await?;
     if let Some(p) = &args.kubeconfig_out {
@@ -57,5 +74,17 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// `250ms`, `1.5s` or a bare number of seconds.
+fn parse_delay(v: &str) -> Result<Duration, String> {
+    let (num, scale) = match v.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (v.strip_suffix('s').unwrap_or(v), 1.0),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(n) if n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(n * scale)),
+        _ => Err(format!("{v:?} is not a duration such as 250ms or 1.5s")),
     }
 }

@@ -1,6 +1,7 @@
 //! The catalogue of served resources: the built-in kinds and those that CustomResourceDefinitions add at run time.
 //!
-//! Owns the mapping from a URL's group/version/plural to a [`ResourceDef`]. It never stores objects.
+//! Owns the mapping from a URL's group/version/plural to a [`ResourceDef`], including the resources answered
+//! outside the store (metrics, reviews; see [`Backend`]). It never stores objects.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +41,22 @@ pub(crate) struct ResourceDef {
     pub printer_columns: Option<Vec<PrinterColumn>>,
     /// Set for resources that come from a CRD.
     pub from_crd: bool,
+    /// Where requests for this resource are answered.
+    pub backend: Backend,
+}
+
+/// Where a resource's requests are answered: the object store, or a module that computes each answer and stores
+/// nothing (the "virtual" resources that aggregated APIs and review endpoints are upstream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// Stored objects: built-in kinds and custom resources.
+    Store,
+    /// `metrics.k8s.io` PodMetrics and NodeMetrics, computed from pods by `metrics_api`.
+    PodMetrics,
+    NodeMetrics,
+    /// `authentication.k8s.io` TokenReview and `authorization.k8s.io` SubjectAccessReview, answered by `reviews`.
+    TokenReview,
+    SubjectAccessReview,
 }
 
 impl ResourceDef {
@@ -324,6 +341,57 @@ const BUILTINS: &[Builtin] = &[
     ),
 ];
 
+/// A resource answered outside the store.
+struct Virtual {
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    verbs: &'static [&'static str],
+    backend: Backend,
+}
+
+/// The resources answered outside the store, with the only verbs their upstream servers accept.
+const VIRTUALS: &[Virtual] = &[
+    Virtual {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        plural: "pods",
+        kind: "PodMetrics",
+        namespaced: true,
+        verbs: &["get", "list"],
+        backend: Backend::PodMetrics,
+    },
+    Virtual {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        plural: "nodes",
+        kind: "NodeMetrics",
+        namespaced: false,
+        verbs: &["get", "list"],
+        backend: Backend::NodeMetrics,
+    },
+    Virtual {
+        group: "authentication.k8s.io",
+        version: "v1",
+        plural: "tokenreviews",
+        kind: "TokenReview",
+        namespaced: false,
+        verbs: &["create"],
+        backend: Backend::TokenReview,
+    },
+    Virtual {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "subjectaccessreviews",
+        kind: "SubjectAccessReview",
+        namespaced: false,
+        verbs: &["create"],
+        backend: Backend::SubjectAccessReview,
+    },
+];
+
 /// Lower-case kind, as upstream derives `singularName`.
 fn singular_of(kind: &str) -> String {
     kind.to_ascii_lowercase()
@@ -363,6 +431,25 @@ impl Registry {
                 scale,
                 printer_columns: None,
                 from_crd: false,
+                backend: Backend::Store,
+            });
+        }
+        for v in VIRTUALS {
+            r.insert(ResourceDef {
+                group: v.group.into(),
+                versions: vec![v.version.into()],
+                plural: v.plural.into(),
+                singular: singular_of(v.kind),
+                kind: v.kind.into(),
+                namespaced: v.namespaced,
+                short_names: vec![],
+                categories: vec![],
+                verbs: v.verbs.to_vec(),
+                status: false,
+                scale: None,
+                printer_columns: None,
+                from_crd: false,
+                backend: v.backend,
             });
         }
         r
@@ -539,6 +626,7 @@ pub(crate) fn def_from_crd(crd: &Value) -> Result<ResourceDef, String> {
         scale,
         printer_columns,
         from_crd: true,
+        backend: Backend::Store,
     })
 }
 

@@ -19,9 +19,11 @@ use tokio::sync::mpsc;
 
 use crate::apierror::{ApiError, ApiResult};
 use crate::discovery;
+use crate::faults::FaultCache;
 use crate::fieldmanager::Scope;
 use crate::meta;
-use crate::registry::ResourceDef;
+use crate::registry::{Backend, ResourceDef};
+use crate::reviews::ReviewPolicy;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{DeleteOpts, DeleteOutcome, PatchBody, Propagation, Store, WriteOpts};
 use crate::table;
@@ -50,6 +52,10 @@ pub(crate) struct Ctx {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub bookmark_interval: Duration,
     snapshots: Mutex<HashMap<String, Snapshot>>,
+    /// API faults from the `kubesim-faults` ConfigMap, parsed once per version of it.
+    faults: FaultCache,
+    /// What TokenReviews and SubjectAccessReviews are answered from.
+    reviews: ReviewPolicy,
 }
 
 impl Ctx {
@@ -63,7 +69,15 @@ impl Ctx {
             shutdown,
             bookmark_interval,
             snapshots: Mutex::new(HashMap::new()),
+            faults: FaultCache::default(),
+            reviews: ReviewPolicy::default(),
         }
+    }
+
+    /// Answers reviews from `policy` instead of denying them all.
+    pub(crate) fn with_reviews(mut self, policy: ReviewPolicy) -> Self {
+        self.reviews = policy;
+        self
     }
 }
 
@@ -237,13 +251,15 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The target of a resource URL, and the faults ConfigMap as it is now (read under the same lock, so that the
+/// fault hook costs no extra acquisition of the store's lock).
 fn route_resource(
     ctx: &Ctx,
     group: &str,
     version: &str,
     rest: &[&str],
     path: &str,
-) -> ApiResult<Target> {
+) -> ApiResult<(Target, Option<Arc<Value>>)> {
     let g = ctx.store.lock();
     let reg = &g.registry;
     let (ns, plural, name, sub, extra) = if rest.len() >= 3
@@ -280,13 +296,14 @@ fn route_resource(
             return Err(ApiError::no_route(path));
         }
     }
-    Ok(Target {
+    let target = Target {
         def,
         version: version.to_string(),
         ns,
         name,
         sub,
-    })
+    };
+    Ok((target, ctx.faults.configmap(&g)))
 }
 
 /// Entry point for every request.
@@ -404,15 +421,67 @@ async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<Bod
                 .ok_or_else(|| ApiError::no_route(&path))
         }
         ["api", v, rest @ ..] => {
-            let t = route_resource(ctx, "", v, rest, &path)?;
-            resource(ctx, req, t, q, &accept).await
+            let (t, faults) = route_resource(ctx, "", v, rest, &path)?;
+            serve_resource(ctx, req, t, q, &accept, faults).await
         }
         ["apis", grp, v, rest @ ..] => {
-            let t = route_resource(ctx, grp, v, rest, &path)?;
-            resource(ctx, req, t, q, &accept).await
+            let (t, faults) = route_resource(ctx, grp, v, rest, &path)?;
+            serve_resource(ctx, req, t, q, &accept, faults).await
         }
         _ => Err(ApiError::no_route(&path)),
     }
+}
+
+/// A resource request: injected API faults first (they stand in for an apiserver in trouble), then the store or the
+/// module that computes the resource.
+async fn serve_resource(
+    ctx: &Arc<Ctx>,
+    req: Request<Incoming>,
+    t: Target,
+    q: Query,
+    accept: &str,
+    faults_configmap: Option<Arc<Value>>,
+) -> ApiResult<Response<Body>> {
+    let plan = ctx.faults.plan(faults_configmap, &t, req.method(), &q);
+    if let Some(p) = &plan {
+        if !p.delay.is_zero() {
+            tokio::time::sleep(p.delay).await;
+        }
+        if let Some(e) = &p.error {
+            return Err(e.clone());
+        }
+    }
+    let resp = match t.def.backend {
+        Backend::Store => resource(ctx, req, t, q, accept).await?,
+        Backend::PodMetrics | Backend::NodeMetrics => {
+            crate::metrics_api::handle(ctx, req.method(), &t, &q, rendering(accept))?
+        }
+        Backend::TokenReview | Backend::SubjectAccessReview => {
+            if req.method() != Method::POST || t.name.is_some() {
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                ));
+            }
+            let body = read_body(req).await?;
+            let doc = parse_doc(&body, true)?;
+            json_response(201, &ctx.reviews.review(&t.def, doc)?)
+        }
+    };
+    Ok(match plan.and_then(|p| p.watch_cut) {
+        Some(after) => end_body_after(resp, after),
+        None => resp,
+    })
+}
+
+/// Ends a (watch) response body after `after`, without the final bookmark a server timeout sends: the client sees
+/// the stream stop mid-flight. Dropping the inner body closes the watch's channel, which stops its task.
+fn end_body_after(resp: Response<Body>, after: Duration) -> Response<Body> {
+    let (parts, body) = resp.into_parts();
+    let frames = futures::StreamExt::take_until(
+        http_body_util::BodyStream::new(body),
+        tokio::time::sleep(after),
+    );
+    Response::from_parts(parts, StreamBody::new(frames).boxed())
 }
 
 async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {

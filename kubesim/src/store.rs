@@ -143,8 +143,39 @@ pub(crate) struct Store {
 /// up from the log (or gets 410 when the log no longer reaches back that far).
 const FANOUT_CAPACITY: usize = 16_384;
 
+/// The durable part of the store, as `persist` writes it and reads it back. The change log is not part of it: a
+/// restored store starts with an empty log compacted at `rv`, so older watches get the in-stream 410.
+pub(crate) struct Snapshot {
+    pub rv: u64,
+    pub next_cluster_ip: u32,
+    /// Every object, grouped by resource. CRDs are among them and re-register their resources.
+    pub objects: Vec<(ResKey, Vec<Arc<Value>>)>,
+}
+
 impl Store {
     pub(crate) fn new(log_cap: usize) -> Arc<Self> {
+        let s = Self::empty(log_cap);
+        s.seed();
+        s
+    }
+
+    /// A store holding exactly what `snap` holds (no seeding), with the garbage collector primed for any work the
+    /// previous run left pending: terminating namespaces, CRDs and owners, and dependents of vanished owners.
+    pub(crate) fn from_snapshot(log_cap: usize, snap: Snapshot) -> Arc<Self> {
+        let s = Self::empty(log_cap);
+        let pending = {
+            let mut g = s.lock();
+            g.restore(snap);
+            !g.gc_queue.is_empty()
+        };
+        if pending {
+            // Stored as a permit: the collector runs this work as soon as its task starts.
+            s.gc_wake.notify_one();
+        }
+        s
+    }
+
+    fn empty(log_cap: usize) -> Arc<Self> {
         let (tx, _) = broadcast::channel(FANOUT_CAPACITY);
         let inner = Inner {
             rv: 1,
@@ -159,13 +190,11 @@ impl Store {
             tx: tx.clone(),
             next_cluster_ip: 1,
         };
-        let s = Arc::new(Store {
+        Arc::new(Store {
             inner: Mutex::new(inner),
             tx,
             gc_wake: Notify::new(),
-        });
-        s.seed();
-        s
+        })
     }
 
     fn seed(&self) {
@@ -265,6 +294,12 @@ impl Inner {
             .unwrap_or_else(|| panic!("built-in resource {plural}.{group} missing"))
     }
 
+    /// One object by prebuilt keys, without allocating and without building an error when it is absent: for
+    /// per-request checks on the hot path (the faults ConfigMap), where absence is the common case.
+    pub(crate) fn find(&self, res: &ResKey, key: &ObjKey) -> Option<&Arc<Value>> {
+        self.objects.get(res)?.get(key)
+    }
+
     pub(crate) fn get(&self, def: &ResourceDef, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
         self.objects
             .get(&def.key())
@@ -304,6 +339,84 @@ impl Inner {
 
     pub(crate) fn compacted_rv(&self) -> u64 {
         self.compacted_rv
+    }
+
+    /// The durable state, cheaply: objects are shared, not copied, so the lock is held only to collect pointers.
+    pub(crate) fn export(&self) -> Snapshot {
+        let objects = self
+            .objects
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(rk, b)| (rk.clone(), b.values().cloned().collect()))
+            .collect();
+        Snapshot {
+            rv: self.rv,
+            next_cluster_ip: self.next_cluster_ip,
+            objects,
+        }
+    }
+
+    /// Loads a snapshot into an empty store (see [`Store::from_snapshot`]).
+    fn restore(&mut self, snap: Snapshot) {
+        // Every object's resourceVersion is at most the global one; take the larger in case the file was edited.
+        let max_obj_rv = snap
+            .objects
+            .iter()
+            .flat_map(|(_, objs)| objs)
+            .filter_map(|o| meta::str_field(o, "resourceVersion").parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        self.rv = snap.rv.max(max_obj_rv).max(1);
+        self.compacted_rv = self.rv;
+        self.next_cluster_ip = snap.next_cluster_ip.max(1);
+        let crd_key: ResKey = (
+            "apiextensions.k8s.io".into(),
+            "customresourcedefinitions".into(),
+        );
+        // CRDs first, so that the custom resources after them find their definitions.
+        let crds = snap.objects.iter().filter(|(rk, _)| *rk == crd_key);
+        for crd in crds.flat_map(|(_, objs)| objs) {
+            match registry::def_from_crd(crd) {
+                Ok(d) => self.registry.insert(d),
+                Err(e) => {
+                    tracing::warn!(crd = meta::name(crd), error = %e, "stored CRD not served")
+                }
+            }
+        }
+        for (rk, o) in snap
+            .objects
+            .into_iter()
+            .flat_map(|(rk, objs)| objs.into_iter().map(move |o| (rk.clone(), o)))
+        {
+            let Some(def) = self.registry.get(&rk).cloned() else {
+                tracing::warn!(group = %rk.0, resource = %rk.1, name = meta::name(&o), "stored object of an unknown resource dropped");
+                continue;
+            };
+            let key = (meta::namespace(&o).to_string(), meta::name(&o).to_string());
+            self.index(&def, &key, &o);
+            if meta::is_deleting(&o) {
+                let fs = meta::finalizers(&o);
+                if fs.iter().any(|f| f == "foregroundDeletion") {
+                    self.gc_queue
+                        .push_back(GcWork::Foreground(rk.clone(), key.clone()));
+                }
+                if fs.iter().any(|f| f == "orphan") {
+                    self.gc_queue
+                        .push_back(GcWork::Orphan(rk.clone(), key.clone()));
+                }
+                if rk == crd_key {
+                    self.gc_queue.push_back(GcWork::CrdCleanup(key.1.clone()));
+                }
+                if def.group.is_empty() && def.plural == "namespaces" {
+                    self.gc_queue.push_back(GcWork::Namespace(key.1.clone()));
+                }
+            }
+            if !meta::owner_uids(&o).is_empty() {
+                self.gc_queue
+                    .push_back(GcWork::Dangling(rk.clone(), key.clone()));
+            }
+            self.objects.entry(rk).or_default().insert(key, o);
+        }
     }
 
     fn check_namespace(&self, ns: &str, name: &str, def: &ResourceDef) -> ApiResult<()> {

@@ -304,13 +304,15 @@ async fn merge_strategic_and_json_patches() {
     assert_eq!(e.code, 422);
     assert_eq!(deps.get("web").await.unwrap().spec.replicas, Some(5));
 
-    // A status write does not bump generation, and a spec write ignores status.
+    // A status write does not bump generation, and a spec write ignores status. collisionCount is the status
+    // field the deployment controller carries over rather than recomputes, so it stays put while the controller
+    // keeps writing the rest of the status.
     let before = deps.get("web").await.unwrap();
     let st = deps
         .patch_status(
             "web",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"observedGeneration": 4, "replicas": 5}, "spec": {"replicas": 1}})),
+            &Patch::Merge(json!({"status": {"observedGeneration": 4, "replicas": 5, "collisionCount": 5}, "spec": {"replicas": 1}})),
         )
         .await
         .unwrap();
@@ -321,12 +323,12 @@ async fn merge_strategic_and_json_patches() {
         .patch(
             "web",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"replicas": 0}})),
+            &Patch::Merge(json!({"status": {"collisionCount": 0}})),
         )
         .await
         .unwrap();
     assert_eq!(
-        sp.status.unwrap().replicas,
+        sp.status.unwrap().collision_count,
         Some(5),
         "the main resource ignores status"
     );
@@ -348,14 +350,26 @@ async fn server_side_apply_conflicts_and_force() {
     assert_eq!(mf[0].manager.as_deref(), Some("manager-a"));
     assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
 
-    // Re-applying the same configuration changes nothing, not even the resourceVersion.
+    // Re-applying the same configuration changes nothing, not even the resourceVersion. The controllers write
+    // to the Deployment (status, the revision annotation) until it is rolled out; compare once they are done.
+    let settled = common::eventually(
+        "the deployment rolled out",
+        Duration::from_secs(30),
+        || async {
+            let d = deps.get("app").await.ok()?;
+            let st = d.status.clone()?;
+            (st.observed_generation == d.metadata.generation && st.available_replicas == Some(2))
+                .then_some(d)
+        },
+    )
+    .await;
     let again = deps
         .patch("app", &a, &Patch::Apply(deployment("app", 2)))
         .await
         .unwrap();
     assert_eq!(
         again.metadata.resource_version,
-        created.metadata.resource_version
+        settled.metadata.resource_version
     );
 
     // Another manager setting replicas to a different value conflicts.

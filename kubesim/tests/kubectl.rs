@@ -347,3 +347,118 @@ async fn kubectl_get_watch_sees_changes() {
     child.kill().await.unwrap();
     s.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn kubectl_top_pod_prints_usage() {
+    use k8s_openapi::api::core::v1::Pod;
+    let s = common::start().await;
+    let k = Kubectl::new(&s.sim);
+    // `kubectl create namespace` sends protobuf, which kubesim does not speak; a manifest goes as JSON.
+    k.ok(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: top-demo\n"),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "top-demo");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "db-0"},
+        "spec": {"containers": [{"name": "db", "image": "postgres:16",
+            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]}
+    }))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+    // Running as a kubelet would report it (harmless when kubesim's own kubelet does the same).
+    pods.patch_status(
+        "db-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})),
+    )
+    .await
+    .unwrap();
+    let metrics: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        s.client.clone(),
+        "top-demo",
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"),
+            "pods",
+        ),
+    );
+    common::eventually(
+        "metrics for the Running pod",
+        Duration::from_secs(10),
+        || {
+            let metrics = metrics.clone();
+            async move { metrics.get("db-0").await.ok() }
+        },
+    )
+    .await;
+
+    let out = k.ok(&["top", "pod", "-n", "top-demo"], None).await;
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        vec!["NAME", "CPU(cores)", "MEMORY(bytes)"],
+        "{out}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[0], "db-0", "{out}");
+    // 20–60 % of 500m and of 512Mi, as kubectl rounds them (millicores, MiB).
+    let millis: u64 = row[1].strip_suffix('m').unwrap().parse().unwrap();
+    assert!((100..=300).contains(&millis), "{out}");
+    let mib: u64 = row[2].strip_suffix("Mi").unwrap().parse().unwrap();
+    assert!((102..=308).contains(&mib), "{out}");
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_rollout_status_waits_for_a_statefulset() {
+    let s = common::start_with(kubesim::Options {
+        ready_delay: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let k = Kubectl::new(&s.sim);
+    k.ok(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n"),
+    )
+    .await;
+    k.ok(&["apply", "--server-side", "-f", "-"], Some(STS))
+        .await;
+    let out = k
+        .run(
+            &[
+                "rollout",
+                "status",
+                "statefulset/web",
+                "-n",
+                "demo",
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("partitioned roll out complete")
+            || out.stdout.contains("roll out complete"),
+        "{}",
+        out.stdout
+    );
+    let ready = k
+        .ok(
+            &[
+                "get",
+                "sts",
+                "web",
+                "-n",
+                "demo",
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(ready, "2");
+    s.sim.shutdown().await;
+}
