@@ -57,6 +57,79 @@ pub struct Args {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "KIDP_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Deployments provisioning at once per namespace; the rest wait in FIFO order.
+    #[arg(long, env = "KIDP_NAMESPACE_CONCURRENCY", default_value_t = 10)]
+    pub namespace_concurrency: usize,
+
+    /// Seconds a deployment may take from the start of provisioning to Ready before it is Failed.
+    #[arg(long, env = "KIDP_PROVISION_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub provision_timeout_seconds: u64,
+
+    /// Seconds a pod may stay in ErrImagePull/ImagePullBackOff/CrashLoopBackOff before the deployment is Failed.
+    #[arg(long, env = "KIDP_FAILURE_GRACE_SECONDS", default_value_t = 120)]
+    pub failure_grace_seconds: u64,
+
+    /// Secret for HMAC-SHA256 callback signatures (X-KIDP-Timestamp, X-KIDP-Signature); unsigned when absent.
+    #[arg(long, env = "KIDP_CALLBACK_SIGNING_SECRET", hide_env_values = true)]
+    pub callback_signing_secret: Option<String>,
+
+    /// First retry delay of a failed callback, in milliseconds (doubling, with jitter).
+    #[arg(long, env = "KIDP_CALLBACK_INITIAL_BACKOFF_MS", default_value_t = 1000)]
+    pub callback_initial_backoff_ms: u64,
+
+    /// Longest delay between callback retries, in seconds.
+    #[arg(long, env = "KIDP_CALLBACK_MAX_BACKOFF_SECONDS", default_value_t = 300)]
+    pub callback_max_backoff_seconds: u64,
+
+    /// Hosts callbacks may be sent to, comma-separated, `*` wildcards allowed; any host when empty.
+    #[arg(long, env = "KIDP_CALLBACK_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub callback_allowed_hosts: Vec<String>,
+
+    /// Allow callbacks to link-local addresses (cloud metadata services); refused by default.
+    #[arg(long, env = "KIDP_CALLBACK_ALLOW_LINK_LOCAL", default_value_t = false)]
+    pub callback_allow_link_local: bool,
+
+    /// Registry prefix for engine images (e.g. `registry.internal/library`); Docker Hub's official images when absent.
+    #[arg(long, env = "KIDP_IMAGE_REGISTRY")]
+    pub image_registry: Option<String>,
+
+    /// The cluster's DNS domain, for endpoints (`<name>.<namespace>.svc.<domain>`).
+    #[arg(long, env = "KIDP_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// Price of one vCPU for a month (default 18.00).
+    #[arg(long, env = "KIDP_PRICE_VCPU_MONTH")]
+    pub price_vcpu_month: Option<f64>,
+
+    /// Price of one GiB of memory for a month (default 2.50).
+    #[arg(long, env = "KIDP_PRICE_MEMORY_GIB_MONTH")]
+    pub price_memory_gib_month: Option<f64>,
+
+    /// Price of one GiB of volume storage for a month (default 0.10).
+    #[arg(long, env = "KIDP_PRICE_STORAGE_GIB_MONTH")]
+    pub price_storage_gib_month: Option<f64>,
+
+    /// Price of one GiB of backup storage for a month (default 0.05).
+    #[arg(long, env = "KIDP_PRICE_BACKUP_GIB_MONTH")]
+    pub price_backup_gib_month: Option<f64>,
+
+    /// Seconds between re-evaluations of each deployment without an event.
+    #[arg(long, env = "KIDP_RESYNC_SECONDS", default_value_t = 15)]
+    pub resync_seconds: u64,
+}
+
+impl Args {
+    /// The price table: the defaults with any configured overrides.
+    pub fn prices(&self) -> crate::domain::PriceTable {
+        let d = crate::domain::PriceTable::default();
+        crate::domain::PriceTable {
+            vcpu_month: self.price_vcpu_month.unwrap_or(d.vcpu_month),
+            memory_gib_month: self.price_memory_gib_month.unwrap_or(d.memory_gib_month),
+            storage_gib_month: self.price_storage_gib_month.unwrap_or(d.storage_gib_month),
+            backup_gib_month: self.price_backup_gib_month.unwrap_or(d.backup_gib_month),
+        }
+    }
 }
 
 /// Subcommands that print artefacts instead of serving.

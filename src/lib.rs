@@ -6,10 +6,12 @@
 //! - [`domain`]: the shared vocabulary, validation, catalogue, cost and drift — pure, no I/O.
 //! - `http`: the REST surface (poem-openapi), the error body, Swagger UI and the spec.
 //! - `k8s`: the Kubernetes client, intent records, reflector stores, `--dev`'s embedded kubesim.
+//! - `actors`: the lifecycle — a supervisor and one actor per deployment, the namespace throttle, callbacks.
 //! - `metrics`: every exported metric, described once.
 //! - [`run`]: wires it together and serves until SIGTERM/SIGINT.
 #![forbid(unsafe_code)]
 
+mod actors;
 pub mod config;
 pub mod domain;
 mod http;

@@ -13,6 +13,14 @@ pub const DEPROVISION_REQUESTS: &str = "broker_deprovision_requests_total";
 pub const KUBERNETES_API_AVAILABLE: &str = "broker_kubernetes_api_available";
 pub const KUBERNETES_REQUESTS: &str = "broker_kubernetes_requests_total";
 pub const WATCH_ERRORS: &str = "broker_watch_errors_total";
+pub const EVENTS_DROPPED: &str = "broker_observed_events_dropped_total";
+pub const RESOURCES: &str = "broker_resources_total";
+pub const DRIFT_DETECTED: &str = "broker_drift_detected_total";
+pub const PROVISION_DURATION: &str = "broker_provision_duration_seconds";
+pub const CALLBACKS: &str = "broker_callbacks_total";
+pub const CALLBACK_QUEUE: &str = "broker_callback_queue_depth";
+pub const PROVISION_QUEUE: &str = "broker_provision_queue_depth";
+pub const DEPLOYMENT_ACTORS: &str = "broker_deployment_actors";
 
 /// Buckets for request latencies: a 202 should take milliseconds, a slow API server seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -59,6 +67,33 @@ fn describe() {
         "Kubernetes API calls by verb and result (ok, error, timeout)"
     );
     describe_counter!(WATCH_ERRORS, "Watch stream failures by resource");
+    describe_counter!(
+        EVENTS_DROPPED,
+        "Observed events dropped because the supervisor's queue was full (actors resync on a timer)"
+    );
+    describe_gauge!(RESOURCES, "Managed resources by namespace, type and phase");
+    describe_counter!(
+        DRIFT_DETECTED,
+        "Times a deployment was found to differ from its desired spec, by namespace and type"
+    );
+    describe_histogram!(
+        PROVISION_DURATION,
+        metrics::Unit::Seconds,
+        "Time from accepting a provision request to the deployment being Ready"
+    );
+    describe_counter!(
+        CALLBACKS,
+        "Callback delivery attempts by phase and result (delivered, retry, rejected)"
+    );
+    describe_gauge!(
+        CALLBACK_QUEUE,
+        "Callbacks waiting to be delivered, across deployments"
+    );
+    describe_gauge!(
+        PROVISION_QUEUE,
+        "Deployments waiting for a namespace provisioning permit"
+    );
+    describe_gauge!(DEPLOYMENT_ACTORS, "Live deployment actors");
 }
 
 pub fn http_request(endpoint: &str, method: &str, elapsed: Duration) {
@@ -81,6 +116,40 @@ pub fn kubernetes_call(verb: &'static str, result: &'static str) {
 
 pub fn kubernetes_api_available(up: bool) {
     gauge!(KUBERNETES_API_AVAILABLE).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn event_dropped() {
+    counter!(EVENTS_DROPPED).increment(1);
+}
+
+pub fn drift_detected(namespace: &str, resource_type: &str) {
+    counter!(DRIFT_DETECTED, "namespace" => namespace.to_string(), "type" => resource_type.to_string())
+        .increment(1);
+}
+
+pub fn provision_duration(resource_type: &str, seconds: f64) {
+    histogram!(PROVISION_DURATION, "resource_type" => resource_type.to_string()).record(seconds);
+}
+
+pub fn callback(phase: &str, result: &'static str) {
+    counter!(CALLBACKS, "phase" => phase.to_string(), "result" => result).increment(1);
+}
+
+pub fn callback_queue(delta: f64) {
+    gauge!(CALLBACK_QUEUE).increment(delta);
+}
+
+pub fn provision_queue(depth: usize) {
+    gauge!(PROVISION_QUEUE).set(depth as f64);
+}
+
+pub fn deployment_actors(n: usize) {
+    gauge!(DEPLOYMENT_ACTORS).set(n as f64);
+}
+
+pub fn resources(namespace: &str, resource_type: &str, phase: &str, n: usize) {
+    gauge!(RESOURCES, "namespace" => namespace.to_string(), "type" => resource_type.to_string(), "phase" => phase.to_string())
+        .set(n as f64);
 }
 
 pub fn watch_error(resource: &'static str) {

@@ -27,6 +27,7 @@ pub struct Running {
     pub dev_cluster: Option<kubesim::KubeSim>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    supervisor: ractor::ActorRef<crate::actors::SupervisorMsg>,
 }
 
 impl Running {
@@ -41,6 +42,11 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Deployment actors stop with their supervisor; everything they owe is in the cluster already.
+        let _ = self
+            .supervisor
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
         if let Some(sim) = self.dev_cluster {
             sim.shutdown().await;
         }
@@ -101,9 +107,45 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         cluster.install_crd().await?;
         tracing::info!("ManagedResource CRD installed");
     }
+    let callbacks = crate::actors::CallbackPolicy {
+        initial_backoff: Duration::from_millis(args.callback_initial_backoff_ms.max(1)),
+        max_backoff: Duration::from_secs(args.callback_max_backoff_seconds.max(1)),
+        signing_secret: args
+            .callback_signing_secret
+            .clone()
+            .filter(|s| !s.is_empty()),
+        allowed_hosts: args
+            .callback_allowed_hosts
+            .iter()
+            .filter(|h| !h.is_empty())
+            .cloned()
+            .collect(),
+        allow_link_local: args.callback_allow_link_local,
+    };
+    let lifecycle = Arc::new(crate::actors::Lifecycle {
+        cluster: cluster.clone(),
+        http: reqwest::Client::builder()
+            .user_agent(concat!("kidp-broker/", env!("CARGO_PKG_VERSION")))
+            .build()?,
+        callbacks: callbacks.clone(),
+        provision_timeout: Duration::from_secs(args.provision_timeout_seconds),
+        failure_grace: Duration::from_secs(args.failure_grace_seconds),
+        namespace_concurrency: args.namespace_concurrency,
+        image_registry: args.image_registry.clone().filter(|s| !s.is_empty()),
+        cluster_domain: args.cluster_domain.clone(),
+        encrypted_storage_class: encrypted_sc.clone(),
+        prices: args.prices(),
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+    });
+    let supervisor = crate::actors::start(lifecycle).await?;
+    let usage = Arc::new(k8s::usage::UsageCache::default());
+    tokio::spawn(k8s::usage::run(Arc::downgrade(&cluster), usage.clone()));
     let state = Arc::new(AppState {
+        usage,
         cluster,
         encrypted_storage_class: encrypted_sc,
+        callbacks,
+        prices: args.prices(),
     });
 
     let (tx, rx) = watch::channel(false);
@@ -144,6 +186,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         dev_cluster,
         shutdown: tx,
         tasks: vec![api_task, metrics_task],
+        supervisor,
     })
 }
 

@@ -23,6 +23,12 @@ pub struct AppState {
     pub cluster: Arc<Cluster>,
     /// The StorageClass used for `encryption.atRest`; `None` refuses such requests.
     pub encrypted_storage_class: Option<String>,
+    /// Where callbacks may go (checked at provision time).
+    pub callbacks: crate::actors::CallbackPolicy,
+    /// The price table for cost estimates.
+    pub prices: domain::PriceTable,
+    /// Pod usage from the metrics API.
+    pub usage: Arc<k8s::usage::UsageCache>,
 }
 
 #[derive(Tags)]
@@ -296,6 +302,8 @@ impl BrokerApi {
                 "spec.encryption.atRest requires an encrypting StorageClass and this broker has none configured (--encrypted-storage-class)",
             ));
         }
+        crate::actors::callback::check_url(&st.callbacks, &req.callback_url)
+            .map_err(Problem::validation)?;
         if !st.cluster.ensure_namespace(&req.namespace).await? {
             return Err(Problem::validation(format!(
                 "namespace \"{}\" does not exist",
@@ -374,6 +382,9 @@ impl BrokerApi {
         let st = self.state()?;
         let rtype = req.resource_type.as_str();
         let name = record_name(rtype, &req.resource_name);
+        if let Some(url) = &req.callback_url {
+            crate::actors::callback::check_url(&st.callbacks, url).map_err(Problem::validation)?;
+        }
         let accepted = || DeprovisionAccepted {
             status: "accepted".into(),
             message: format!(
@@ -460,7 +471,7 @@ impl BrokerApi {
                     .as_ref()
                     .is_none_or(|id| r.spec.deployment_id == id.as_str())
             })
-            .filter_map(|r| resource_state(&r))
+            .filter_map(|r| resource_state(st, &r))
             .collect();
         resources.sort_by(|a, b| a.resource_name.cmp(&b.resource_name));
         Ok(ResourceList {
@@ -531,35 +542,87 @@ fn summarize(rec: &ManagedResource) -> (String, String, String) {
     (phase, message, last)
 }
 
-fn resource_state(rec: &ManagedResource) -> Option<ResourceState> {
+fn resource_state(st: &AppState, rec: &ManagedResource) -> Option<ResourceState> {
     let desired: domain::DesiredSpec = serde_json::from_value(rec.spec.spec.clone()).ok()?;
     let (phase, message, _) = summarize(rec);
     let status = rec.status.clone().unwrap_or_default();
-    let cost = domain::monthly_cost(
-        &domain::PriceTable::default(),
-        &domain::desired_footprint(&desired),
+    let ns = rec.metadata.namespace.clone().unwrap_or_default();
+    let obs = k8s::state::observe(
+        st.cluster.stores(),
+        &ns,
+        &rec.spec.resource_name,
+        &rec.spec.deployment_id,
     );
+    let actual = obs.actual_spec(&desired);
+    let drift = actual
+        .as_ref()
+        .map(|a| domain::drift(&desired, a))
+        .unwrap_or_default();
+    let replicas = desired.replicas() as usize;
+    let ready = obs.ready_pods();
+    let health = match phase.as_str() {
+        "Ready" if ready >= replicas => "Healthy",
+        "Ready" => "Degraded",
+        _ if obs.statefulset.is_some() && ready < replicas => "Degraded",
+        _ if obs.statefulset.is_some() => "Healthy",
+        _ => "Unknown",
+    };
+    let footprint = match &actual {
+        Some(a) => domain::actual_footprint(&desired, a, obs.storage_gib),
+        None => domain::desired_footprint(&desired),
+    };
+    let usage = obs.statefulset.as_ref().map(|_| {
+        let mut cpu = 0;
+        let mut mem = 0;
+        let mut reason = None;
+        for p in &obs.pods {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            match st.usage.pod(&ns, &name) {
+                Ok(Some(u)) => {
+                    cpu += u.cpu_millis;
+                    mem += u.memory_mib;
+                }
+                Ok(None) => {}
+                Err(r) => reason = Some(r),
+            }
+        }
+        let known = reason.is_none();
+        ResourceUsage {
+            cpu_usage: known.then(|| format!("{cpu}m")),
+            memory_usage: known.then(|| format!("{mem}Mi")),
+            storage_usage: obs.storage_gib.map(|g| format!("{g}Gi")),
+            replicas: ready as u32,
+            unavailable_reason: reason,
+        }
+    });
+    let summary = |v: Option<String>, size: Option<domain::Size>| SpecSummary {
+        engine: desired.engine.as_str().into(),
+        version: v.unwrap_or_else(|| "unknown".into()),
+        size: size
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "custom".into()),
+    };
     Some(ResourceState {
         deployment_id: rec.spec.deployment_id.clone(),
         resource_type: rec.spec.resource_type.clone(),
         resource_name: rec.spec.resource_name.clone(),
-        namespace: rec.metadata.namespace.clone().unwrap_or_default(),
+        namespace: ns,
         phase,
-        health_status: "Unknown".into(),
+        health_status: health.into(),
         message,
         last_checked: k8s::now(),
         endpoint: status.endpoint,
         port: status.port,
         connection_secret: status.connection_secret,
-        actual_spec: None,
+        actual_spec: actual.as_ref().map(|a| summary(a.version.clone(), a.size)),
         desired_spec: SpecSummary {
             engine: desired.engine.as_str().into(),
             version: desired.version.clone(),
             size: desired.size.as_str().into(),
         },
-        drift_detected: false,
-        drift_details: vec![],
-        resource_usage: None,
-        estimated_monthly_cost: cost,
+        drift_detected: !drift.is_empty(),
+        drift_details: drift,
+        resource_usage: usage,
+        estimated_monthly_cost: domain::monthly_cost(&st.prices, &footprint),
     })
 }

@@ -102,6 +102,10 @@ impl From<K8sError> for Problem {
                     s.code, s.reason
                 ))
             }
+            K8sError::Unsupported(what) => {
+                tracing::error!(%what, "unsupported object");
+                Problem::new(500, "internal_error", "internal error")
+            }
             K8sError::Other(err) => {
                 tracing::error!(error = %err, "Kubernetes client error");
                 Problem::kubernetes("error communicating with the Kubernetes API")

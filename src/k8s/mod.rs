@@ -2,22 +2,29 @@
 //! embedded kubesim. It takes no business decisions; callers get typed results and classified errors.
 
 pub mod dev;
+pub mod observe;
 pub mod record;
+pub mod render;
+pub mod state;
+pub mod usage;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, PropagationPolicy};
+use kube::runtime::reflector;
 use kube::{Client, CustomResourceExt};
 use serde_json::json;
+use tokio::sync::mpsc;
 
-use self::record::{DeprovisionRequest, ManagedResource, ManagedResourceSpec, labels};
+use self::observe::{Observed, Stores, Synced};
+use self::record::{
+    DeprovisionRequest, ManagedResource, ManagedResourceSpec, ManagedResourceStatus, labels,
+};
 
 /// The one field manager name for every write the broker makes.
 pub const FIELD_MANAGER: &str = "kidp-broker";
@@ -37,6 +44,9 @@ pub enum K8sError {
     /// The API server answered with an error status.
     #[error("kubernetes API error: {0}")]
     Api(#[source] Box<kube::core::Status>),
+    /// An object of a kind the broker does not know how to write (a programming error).
+    #[error("unsupported object: {0}")]
+    Unsupported(String),
     /// Anything else (a response kube-rs could not read, ...).
     #[error("kubernetes client error: {0}")]
     Other(#[source] kube::Error),
@@ -91,11 +101,12 @@ async fn call<T>(verb: &'static str, f: impl Future<Output = kube::Result<T>>) -
     out
 }
 
-/// The broker's view of the cluster: a client and a reflector store of intent records.
+/// The broker's view of the cluster: a client and reflector stores of everything it manages.
 pub struct Cluster {
     client: Client,
-    records: reflector::Store<ManagedResource>,
-    records_synced: Arc<AtomicBool>,
+    stores: Stores,
+    synced: Arc<Synced>,
+    events: Mutex<Option<mpsc::Receiver<Observed>>>,
     create_namespaces: bool,
 }
 
@@ -118,47 +129,43 @@ impl Cluster {
         Client::try_from(config)
     }
 
-    /// Starts the record reflector. It keeps retrying with backoff while the API server is away.
+    /// Starts the reflectors. They keep retrying with backoff while the API server is away.
     pub fn start(client: Client, create_namespaces: bool) -> Arc<Self> {
-        let (reader, writer) = reflector::store();
-        let synced = Arc::new(AtomicBool::new(false));
-        let api: Api<ManagedResource> = Api::all(client.clone());
-        let cfg = watcher::Config::default().labels(&format!(
-            "{}={}",
-            labels::MANAGED_BY,
-            labels::MANAGED_BY_VALUE
-        ));
-        let stream = reflector(writer, watcher(api, cfg)).default_backoff();
-        let flag = synced.clone();
-        tokio::spawn(async move {
-            futures::pin_mut!(stream);
-            while let Some(ev) = stream.next().await {
-                match ev {
-                    Ok(watcher::Event::InitDone) => flag.store(true, Ordering::Relaxed),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "record watch failed; retrying");
-                        crate::metrics::watch_error("managedresources");
-                    }
-                }
-            }
-        });
+        let synced = Arc::new(Synced::default());
+        let (tx, rx) = observe::channel();
+        let stores = observe::start(client.clone(), tx, synced.clone());
         Arc::new(Cluster {
             client,
-            records: reader,
-            records_synced: synced,
+            stores,
+            synced,
+            events: Mutex::new(Some(rx)),
             create_namespaces,
         })
     }
 
-    /// The record store (reads never go to the API server).
-    pub fn records(&self) -> &reflector::Store<ManagedResource> {
-        &self.records
+    /// The stream of observed changes; the first caller (the supervisor) gets it.
+    pub fn take_events(&self) -> Option<mpsc::Receiver<Observed>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Whether the record store has completed its first list.
+    /// The client (for the few reads that are not served from stores, such as the metrics API).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// All reflector stores.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// The record store (reads never go to the API server).
+    pub fn records(&self) -> &reflector::Store<ManagedResource> {
+        &self.stores.records
+    }
+
+    /// Whether every reflector has completed its first list.
     pub fn synced(&self) -> bool {
-        self.records_synced.load(Ordering::Relaxed)
+        self.synced.all()
     }
 
     /// `Ok` when the API server answers `/version` within [`PROBE_TIMEOUT`].
@@ -301,6 +308,158 @@ impl Cluster {
         Ok(())
     }
 }
+impl Cluster {
+    /// Server-side applies one rendered object (force: the broker owns every field it renders).
+    pub async fn apply(&self, obj: &serde_json::Value) -> Result<()> {
+        let (ar, namespaced) = api_resource(obj)
+            .ok_or_else(|| K8sError::Unsupported(format!("cannot apply {}", obj["kind"])))?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let api: Api<DynamicObject> = if namespaced {
+            let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+            Api::namespaced_with(self.client.clone(), ns, &ar)
+        } else {
+            Api::all_with(self.client.clone(), &ar)
+        };
+        call(
+            "apply",
+            api.patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(obj),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a record's whole status (server-side apply on the status subresource).
+    pub async fn write_status(
+        &self,
+        ns: &str,
+        name: &str,
+        status: &ManagedResourceStatus,
+    ) -> Result<()> {
+        let api: Api<ManagedResource> = Api::namespaced(self.client.clone(), ns);
+        let body = json!({
+            "apiVersion": "kidp.io/v1alpha1",
+            "kind": "ManagedResource",
+            "metadata": {"name": name},
+            "status": status,
+        });
+        call(
+            "apply",
+            api.patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a record with foreground propagation: its children go first; the broker's finalizer then keeps
+    /// the record until the manager has been told it is Deleted.
+    pub async fn delete_record(&self, ns: &str, name: &str) -> Result<()> {
+        let api: Api<ManagedResource> = Api::namespaced(self.client.clone(), ns);
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            ..Default::default()
+        };
+        match call("delete", api.delete(name, &dp)).await {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the broker's finalizer, failing rather than removing someone else's (a JSON-patch `test`).
+    pub async fn remove_finalizer(&self, rec: &ManagedResource) -> Result<()> {
+        let ns = rec.metadata.namespace.clone().unwrap_or_default();
+        let name = rec.metadata.name.clone().unwrap_or_default();
+        let Some(i) = rec
+            .metadata
+            .finalizers
+            .as_ref()
+            .and_then(|f| f.iter().position(|x| x == record::FINALIZER))
+        else {
+            return Ok(());
+        };
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": record::FINALIZER},
+            {"op": "remove", "path": format!("/metadata/finalizers/{i}")}
+        ]))
+        .expect("static JSON patch");
+        let api: Api<ManagedResource> = Api::namespaced(self.client.clone(), &ns);
+        match call(
+            "patch",
+            api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)),
+        )
+        .await
+        {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes every object labelled with the deployment id (used when the record is being deleted without
+    /// foreground propagation, e.g. by `kubectl delete`, so that the garbage collector would wait for the
+    /// broker's finalizer).
+    pub async fn delete_children(&self, ns: &str, deployment_id: &str) -> Result<()> {
+        let lp =
+            ListParams::default().labels(&format!("{}={deployment_id}", labels::DEPLOYMENT_ID));
+        let dp = DeleteParams::background();
+        for (api_version, kind) in [
+            ("apps/v1", "StatefulSet"),
+            ("batch/v1", "CronJob"),
+            ("policy/v1", "PodDisruptionBudget"),
+            ("v1", "Service"),
+            ("v1", "Secret"),
+            ("v1", "PersistentVolumeClaim"),
+        ] {
+            let (ar, _) = api_resource(&json!({"apiVersion": api_version, "kind": kind}))
+                .expect("known kinds");
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
+            call("deletecollection", api.delete_collection(&dp, &lp)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads a Secret (to reuse generated credentials across re-renders).
+    pub async fn get_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        call("get", api.get_opt(name)).await
+    }
+}
+
+/// The API resource of a rendered object, from its apiVersion and kind.
+fn api_resource(obj: &serde_json::Value) -> Option<(ApiResource, bool)> {
+    let api_version = obj["apiVersion"].as_str()?;
+    let kind = obj["kind"].as_str()?;
+    let (plural, namespaced) = match kind {
+        "Secret" => ("secrets", true),
+        "ConfigMap" => ("configmaps", true),
+        "Service" => ("services", true),
+        "StatefulSet" => ("statefulsets", true),
+        "PodDisruptionBudget" => ("poddisruptionbudgets", true),
+        "PersistentVolumeClaim" => ("persistentvolumeclaims", true),
+        "CronJob" => ("cronjobs", true),
+        "NetworkPolicy" => ("networkpolicies", true),
+        "ServiceAccount" => ("serviceaccounts", true),
+        _ => return None,
+    };
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    Some((
+        ApiResource {
+            group: group.to_string(),
+            version: version.to_string(),
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+            plural: plural.to_string(),
+        },
+        namespaced,
+    ))
+}
+
 /// RFC 3339 UTC, seconds precision.
 pub fn now() -> String {
     jiff::Timestamp::now()

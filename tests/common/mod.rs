@@ -64,6 +64,31 @@ pub async fn start_sim(addr: SocketAddr) -> kubesim::KubeSim {
 /// kubesim on a free port and the broker against it (namespaces created on demand, CRD installed).
 pub async fn start(extra: &[&str]) -> Env {
     let sim = start_sim("127.0.0.1:0".parse().unwrap()).await;
+    start_against(sim, extra).await
+}
+
+/// kubesim with fast pods (for lifecycle tests) and the broker against it.
+pub async fn start_fast(extra: &[&str]) -> Env {
+    let sim = kubesim::start(kubesim::Options {
+        ready_delay: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .expect("kubesim starts");
+    let mut args = vec![
+        "--failure-grace-seconds",
+        "1",
+        "--callback-initial-backoff-ms",
+        "50",
+        "--resync-seconds",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    start_against(sim, &args).await
+}
+
+/// The broker against an already running kubesim.
+pub async fn start_against(sim: kubesim::KubeSim, extra: &[&str]) -> Env {
     let sim_addr = sim.addr();
     let dir = std::env::temp_dir().join(format!("kidp-broker-test-{}", sim_addr.port()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -145,5 +170,130 @@ pub fn seed_provision() -> serde_json::Value {
             "backup": {"enabled": true, "retention": "7d"},
             "encryption": {"atRest": true, "inTransit": true}
         }
+    })
+}
+
+/// One callback the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub body: serde_json::Value,
+    pub event_id: String,
+    pub attempt: u32,
+    pub signature: Option<String>,
+    pub timestamp: Option<String>,
+    pub raw: Vec<u8>,
+    pub at: std::time::Instant,
+    /// The status the receiver answered with.
+    pub answered: u16,
+}
+
+/// A real HTTP server standing in for the manager's callback endpoint.
+pub struct Receiver {
+    pub url: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    /// While non-zero, answer 503 and count down.
+    pub fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        use poem::listener::{Acceptor, Listener};
+        use std::sync::atomic::Ordering;
+        let received: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+        let fail_next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+        let (r, f) = (received.clone(), fail_next.clone());
+        let app = poem::endpoint::make(move |req: poem::Request| {
+            let (r, f) = (r.clone(), f.clone());
+            async move {
+                let header = |n: &str| req.header(n).map(str::to_string);
+                let event_id = header("x-kidp-event-id").unwrap_or_default();
+                let attempt = header("x-kidp-delivery-attempt")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0);
+                let signature = header("x-kidp-signature");
+                let timestamp = header("x-kidp-timestamp");
+                let raw = req.into_body().into_vec().await.unwrap_or_default();
+                let failing = f
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let answered = if failing { 503 } else { 204 };
+                r.lock().unwrap().push(Received {
+                    body: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
+                    event_id,
+                    attempt,
+                    signature,
+                    timestamp,
+                    raw,
+                    at: std::time::Instant::now(),
+                    answered,
+                });
+                poem::Response::builder()
+                    .status(poem::http::StatusCode::from_u16(answered).unwrap())
+                    .finish()
+            }
+        });
+        tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+        Receiver {
+            url: format!("http://{addr}/v1/callback"),
+            received,
+            fail_next,
+        }
+    }
+
+    /// Delivered (2xx-answered) callbacks for one deployment, in arrival order.
+    pub fn delivered(&self, deployment_id: &str) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.answered < 300 && r.body["deploymentId"] == deployment_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Phases delivered for one deployment, in order, de-duplicated by event id as a manager would.
+    pub fn phases(&self, deployment_id: &str) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.delivered(deployment_id)
+            .iter()
+            .filter(|r| seen.insert(r.event_id.clone()))
+            .map(|r| r.body["phase"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Every attempt (any answer) for one deployment.
+    pub fn attempts(&self, deployment_id: &str) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.body["deploymentId"] == deployment_id)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A provision request for `engine` with this name, size and callback URL.
+pub fn provision(
+    name: &str,
+    namespace: &str,
+    engine: &str,
+    version: &str,
+    size: &str,
+    callback: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "resourceType": "database",
+        "resourceName": name,
+        "namespace": namespace,
+        "team": "platform-team",
+        "owner": "user@example.com",
+        "callbackUrl": callback,
+        "spec": {"engine": engine, "version": version, "size": size}
     })
 }

@@ -1,0 +1,67 @@
+//! The deployment lifecycle as actors (ractor): a supervisor that owns the registry of deployments and the
+//! namespace throttle, and one long-lived actor per deployment that owns its state machine, its writes and its
+//! ordered callbacks. Actors never await the network in a handler: Kubernetes calls and callbacks run as tasks
+//! that report back by message.
+//!
+//! Never touches HTTP framework types.
+
+pub mod callback;
+pub mod deployment;
+pub mod supervisor;
+pub mod throttle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+
+use crate::domain::PriceTable;
+use crate::k8s::Cluster;
+use crate::k8s::observe::Observed;
+
+pub use self::callback::CallbackPolicy;
+pub use self::supervisor::SupervisorMsg;
+
+/// Settings and shared handles every actor needs.
+pub struct Lifecycle {
+    pub cluster: Arc<Cluster>,
+    pub http: reqwest::Client,
+    pub callbacks: CallbackPolicy,
+    /// A deployment not Ready this long after it started provisioning is Failed.
+    pub provision_timeout: Duration,
+    /// A pod stuck in ErrImagePull/ImagePullBackOff/CrashLoopBackOff this long fails the deployment.
+    pub failure_grace: Duration,
+    /// Deployments provisioning at once per namespace.
+    pub namespace_concurrency: usize,
+    /// Prefix for engine images (private registries); `None` uses Docker Hub's official images.
+    pub image_registry: Option<String>,
+    pub cluster_domain: String,
+    pub encrypted_storage_class: Option<String>,
+    pub prices: PriceTable,
+    /// How often each actor re-evaluates without an event (timeouts, grace periods, a dropped nudge).
+    pub resync: Duration,
+}
+
+/// Starts the supervisor and the pump that feeds it observed changes.
+pub async fn start(lc: Arc<Lifecycle>) -> anyhow::Result<ActorRef<SupervisorMsg>> {
+    let mut events = lc
+        .cluster
+        .take_events()
+        .ok_or_else(|| anyhow::anyhow!("the lifecycle is already running"))?;
+    let (sup, _) = Actor::spawn(None, supervisor::Supervisor, lc.clone()).await?;
+    let target = sup.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            let msg = match ev {
+                Observed::Record(r) => SupervisorMsg::Record(r),
+                Observed::RecordGone { deployment_id } => SupervisorMsg::RecordGone(deployment_id),
+                Observed::Child { deployment_id } => SupervisorMsg::Nudge(deployment_id),
+            };
+            if target.cast(msg).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(supervisor::export_resource_counts(Arc::downgrade(&lc)));
+    Ok(sup)
+}

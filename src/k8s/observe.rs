@@ -1,0 +1,185 @@
+//! Observation: one label-selected reflector per kind (records, StatefulSets, Pods, Services, PVCs, CronJobs),
+//! shared as stores, with every event routed by the `kidp.io/deployment-id` label to whoever listens (the
+//! supervisor). Reads never go to the API server; nothing here polls objects.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use super::record::{ManagedResource, labels};
+
+/// Events queued for the supervisor before the reflectors start dropping (and counting) nudges. Deployment
+/// actors also re-evaluate on a timer, so a dropped nudge delays a transition, never loses it.
+const EVENT_QUEUE: usize = 65_536;
+
+/// What changed in the cluster, as far as deployments are concerned.
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// A record was created or changed (or listed at start).
+    Record(Arc<ManagedResource>),
+    /// A record disappeared.
+    RecordGone { deployment_id: String },
+    /// An object owned by a deployment changed.
+    Child { deployment_id: String },
+}
+
+/// The reflector stores of everything the broker manages.
+#[derive(Clone)]
+pub struct Stores {
+    pub records: Store<ManagedResource>,
+    pub statefulsets: Store<StatefulSet>,
+    pub pods: Store<Pod>,
+    pub services: Store<Service>,
+    pub pvcs: Store<PersistentVolumeClaim>,
+    pub cronjobs: Store<CronJob>,
+}
+
+/// How many reflectors have completed their first list.
+#[derive(Default)]
+pub struct Synced {
+    done: AtomicUsize,
+}
+
+/// Number of reflectors [`start`] runs.
+pub const REFLECTORS: usize = 6;
+
+impl Synced {
+    pub fn all(&self) -> bool {
+        self.done.load(Ordering::Relaxed) >= REFLECTORS
+    }
+}
+
+fn selector() -> String {
+    format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE)
+}
+
+fn deployment_id<K: Resource>(o: &K) -> Option<String> {
+    o.meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::DEPLOYMENT_ID))
+        .cloned()
+}
+
+/// Starts every reflector. Events go to `tx`.
+pub fn start(client: Client, tx: mpsc::Sender<Observed>, synced: Arc<Synced>) -> Stores {
+    Stores {
+        records: reflect::<ManagedResource>(
+            client.clone(),
+            tx.clone(),
+            synced.clone(),
+            "managedresources",
+            true,
+        ),
+        statefulsets: reflect::<StatefulSet>(
+            client.clone(),
+            tx.clone(),
+            synced.clone(),
+            "statefulsets",
+            false,
+        ),
+        pods: reflect::<Pod>(client.clone(), tx.clone(), synced.clone(), "pods", false),
+        services: reflect::<Service>(
+            client.clone(),
+            tx.clone(),
+            synced.clone(),
+            "services",
+            false,
+        ),
+        pvcs: reflect::<PersistentVolumeClaim>(
+            client.clone(),
+            tx.clone(),
+            synced.clone(),
+            "persistentvolumeclaims",
+            false,
+        ),
+        cronjobs: reflect::<CronJob>(client, tx, synced, "cronjobs", false),
+    }
+}
+
+/// Queue capacity for [`start`]'s channel.
+pub fn channel() -> (mpsc::Sender<Observed>, mpsc::Receiver<Observed>) {
+    mpsc::channel(EVENT_QUEUE)
+}
+
+fn send(tx: &mpsc::Sender<Observed>, ev: Observed) {
+    if tx.try_send(ev).is_err() {
+        crate::metrics::event_dropped();
+    }
+}
+
+fn reflect<K>(
+    client: Client,
+    tx: mpsc::Sender<Observed>,
+    synced: Arc<Synced>,
+    resource: &'static str,
+    is_record: bool,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + serde::Serialize
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let api: Api<K> = Api::all(client);
+    let cfg = watcher::Config::default().labels(&selector());
+    let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        let mut counted = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::InitDone) => {
+                    if !counted {
+                        synced.done.fetch_add(1, Ordering::Relaxed);
+                        counted = true;
+                    }
+                }
+                Ok(watcher::Event::Init) => {}
+                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                    if is_record {
+                        // The reflector store holds the same object; route a typed copy to the supervisor.
+                        if let Ok(v) = serde_json::to_value(&o)
+                            && let Ok(rec) = serde_json::from_value::<ManagedResource>(v)
+                        {
+                            send(&tx, Observed::Record(Arc::new(rec)));
+                        }
+                    } else if let Some(id) = deployment_id(&o) {
+                        send(&tx, Observed::Child { deployment_id: id });
+                    }
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    if let Some(id) = deployment_id(&o) {
+                        let ev = if is_record {
+                            Observed::RecordGone { deployment_id: id }
+                        } else {
+                            Observed::Child { deployment_id: id }
+                        };
+                        send(&tx, ev);
+                    } else if is_record {
+                        tracing::warn!(name = %o.name_any(), "a record without a deployment-id label was deleted");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%resource, error = %e, "watch failed; retrying with backoff");
+                    crate::metrics::watch_error(resource);
+                }
+            }
+        }
+    });
+    reader
+}
