@@ -100,7 +100,6 @@ async fn main() {
     // kubesim in this process (its memory is not the broker's); the broker runs as its own process.
     let sim = kubesim::start(kubesim::Options {
         ready_delay: Duration::from_millis(50),
-        history: 500_000,
         ..Default::default()
     })
     .await
@@ -226,7 +225,7 @@ async fn main() {
         let n = target.saturating_sub(done);
         let before = kube_requests(&http, &metrics).await;
         let t = Instant::now();
-        let ids: Vec<String> = futures::stream::iter(done..target)
+        let answers: Vec<(String, u32)> = futures::stream::iter(done..target)
             .map(|i| {
                 let http = http.clone();
                 let api = api.clone();
@@ -240,20 +239,35 @@ async fn main() {
                         "callbackUrl": format!("http://127.0.0.1:{cb_port}/cb"),
                         "spec": {"engine": "redis", "version": "7.2", "size": "small"}
                     });
-                    let r = http
-                        .post(format!("{api}/v1/provision"))
-                        .json(&body)
-                        .send()
-                        .await
-                        .unwrap();
-                    let v: serde_json::Value = r.json().await.unwrap();
-                    v["deploymentId"].as_str().expect("accepted").to_string()
+                    // A manager retries a 503 (the API server was too slow to store the request); count them.
+                    let mut retries = 0u32;
+                    loop {
+                        let r = http
+                            .post(format!("{api}/v1/provision"))
+                            .json(&body)
+                            .send()
+                            .await
+                            .unwrap();
+                        let code = r.status().as_u16();
+                        let v: serde_json::Value = r.json().await.unwrap();
+                        if code == 202 {
+                            break (
+                                v["deploymentId"].as_str().expect("an id").to_string(),
+                                retries,
+                            );
+                        }
+                        assert!(code == 503 && retries < 20, "provision refused: {code} {v}");
+                        retries += 1;
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(retries))).await;
+                    }
                 }
             })
             .buffer_unordered(32)
             .collect()
             .await;
         let accepted = t.elapsed();
+        let retried: u32 = answers.iter().map(|(_, r)| r).sum();
+        let ids: Vec<String> = answers.into_iter().map(|(id, _)| id).collect();
         let deadline = Instant::now() + Duration::from_secs(1800);
         loop {
             let got = received.lock().unwrap().len();
@@ -288,7 +302,7 @@ async fn main() {
         done = target;
         println!("  wave to {target} deployments ({n} new)");
         println!(
-            "    accept                    {:>10.0} provisions/s ({n} in {:.2}s, 32 in flight)",
+            "    accept                    {:>10.0} provisions/s ({n} in {:.2}s, 32 in flight, {retried} retries after 503)",
             n as f64 / accepted.as_secs_f64(),
             accepted.as_secs_f64()
         );

@@ -137,7 +137,9 @@ where
     let (reader, writer) = reflector::store();
     let api: Api<K> = Api::all(client);
     let cfg = watcher::Config::default().labels(&selector());
-    let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff();
+    // managedFields are most of an object's size and the broker never reads them: keep them out of the stores.
+    let events = watcher(api, cfg).modify(|o: &mut K| o.meta_mut().managed_fields = None);
+    let stream = reflector::reflector(writer, events).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         let mut counted = false;

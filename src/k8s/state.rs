@@ -51,7 +51,13 @@ fn has_id<K: kube::Resource>(o: &K, id: &str) -> bool {
         .is_some_and(|v| v == id)
 }
 
-/// Reads everything labelled with `deployment_id` from the stores.
+fn key<K: kube::Resource<DynamicType = ()>>(name: String, namespace: &str) -> ObjectRef<K> {
+    ObjectRef::new(&name).within(namespace)
+}
+
+/// Reads a deployment's objects from the stores by their names (`<name>`, `<name>-<ordinal>`,
+/// `data-<name>-<ordinal>`, `<name>-headless`, `<name>-backup`), checking the deployment-id label: a handful of
+/// hash lookups, never a scan of every object in the cluster.
 pub fn observe(
     stores: &Stores,
     namespace: &str,
@@ -63,14 +69,26 @@ pub fn observe(
         .get(&ObjectRef::new(resource_name).within(namespace))
         .filter(|s| has_id(s.as_ref(), deployment_id))
         .map(|s| (*s).clone());
-    // Backup Job pods carry the deployment's labels too; only the database's own pods count here.
-    let pods: Vec<Pod> = stores
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| {
-            p.namespace().as_deref() == Some(namespace) && has_id(p.as_ref(), deployment_id)
+    // Ordinals up to the largest replica count anyone asked for or observed, plus a margin for pods still
+    // terminating after a scale-down.
+    let replicas = sts
+        .as_ref()
+        .map(|s| {
+            let spec = s.spec.replicas.unwrap_or(1);
+            let seen = s.status.as_ref().map(|st| st.replicas).unwrap_or(0);
+            spec.max(seen).max(0) as usize
         })
+        .unwrap_or(0)
+        .max(crate::domain::HA_REPLICAS as usize)
+        + 2;
+    // Backup Job pods carry the deployment's labels too; only the database's own pods count here.
+    let pods: Vec<Pod> = (0..replicas)
+        .filter_map(|i| {
+            stores
+                .pods
+                .get(&key(format!("{resource_name}-{i}"), namespace))
+        })
+        .filter(|p| has_id(p.as_ref(), deployment_id))
         .filter(|p| {
             p.labels()
                 .get(render::COMPONENT_LABEL)
@@ -78,14 +96,18 @@ pub fn observe(
         })
         .map(|p| (*p).clone())
         .collect();
-    let pvcs: Vec<_> = stores
-        .pvcs
-        .state()
-        .into_iter()
-        .filter(|p| {
-            p.namespace().as_deref() == Some(namespace) && has_id(p.as_ref(), deployment_id)
+    let mut pvcs: Vec<_> = (0..replicas)
+        .filter_map(|i| {
+            stores
+                .pvcs
+                .get(&key(format!("data-{resource_name}-{i}"), namespace))
         })
+        .filter(|p| has_id(p.as_ref(), deployment_id))
         .collect();
+    let backup_pvc = stores
+        .pvcs
+        .get(&key(render::backup_name(resource_name), namespace))
+        .filter(|p| has_id(p.as_ref(), deployment_id));
     let storage_gib = pvcs
         .iter()
         .filter_map(|p| {
@@ -98,21 +120,20 @@ pub fn observe(
         })
         .map(|mib| mib.div_ceil(1024))
         .reduce(|a, b| a + b);
-    let services = stores
-        .services
-        .state()
-        .into_iter()
-        .filter(|s| {
-            s.namespace().as_deref() == Some(namespace) && has_id(s.as_ref(), deployment_id)
-        })
-        .count();
+    pvcs.extend(backup_pvc);
+    let services = [
+        resource_name.to_string(),
+        render::headless_service_name(resource_name),
+    ]
+    .into_iter()
+    .filter_map(|n| stores.services.get(&key(n, namespace)))
+    .filter(|s| has_id(s.as_ref(), deployment_id))
+    .count();
     let cronjobs = stores
         .cronjobs
-        .state()
+        .get(&key(render::backup_name(resource_name), namespace))
+        .filter(|c| has_id(c.as_ref(), deployment_id))
         .into_iter()
-        .filter(|s| {
-            s.namespace().as_deref() == Some(namespace) && has_id(s.as_ref(), deployment_id)
-        })
         .count();
     Observation {
         remaining_children: usize::from(sts.is_some())
