@@ -675,15 +675,11 @@ fn deprovision(myself: &ActorRef<DeploymentMsg>, st: &mut DeploymentState) {
         st.delete_requested = true;
         let lc = st.lc.clone();
         let (ns, name) = (st.ns.clone(), st.record_name.clone());
-        let me = myself.clone();
-        tokio::spawn(async move {
-            let r = lc
-                .cluster
-                .delete_record(&ns, &name)
-                .await
-                .map_err(|e| e.to_string());
-            let _ = me.cast(DeploymentMsg::DeleteDone(r));
-        });
+        report(
+            myself,
+            async move { lc.cluster.delete_record(&ns, &name).await },
+            DeploymentMsg::DeleteDone,
+        );
     }
     if st.phase == Phase::Deleting {
         let foreground_done = st.record.metadata.deletion_timestamp.is_some()
@@ -707,15 +703,11 @@ fn deprovision(myself: &ActorRef<DeploymentMsg>, st: &mut DeploymentState) {
             st.children_deleted = true;
             let lc = st.lc.clone();
             let (ns, id) = (st.ns.clone(), st.id.clone());
-            let me = myself.clone();
-            tokio::spawn(async move {
-                let r = lc
-                    .cluster
-                    .delete_children(&ns, &id)
-                    .await
-                    .map_err(|e| e.to_string());
-                let _ = me.cast(DeploymentMsg::ChildrenDeleted(r));
-            });
+            report(
+                myself,
+                async move { lc.cluster.delete_children(&ns, &id).await },
+                DeploymentMsg::ChildrenDeleted,
+            );
         }
         if foreground_done && obs.remaining_children == 0 {
             st.set(Phase::Deleted, "Resource deleted");
@@ -741,16 +733,28 @@ fn deprovision(myself: &ActorRef<DeploymentMsg>, st: &mut DeploymentState) {
         st.finalizer_in_flight = true;
         let lc = st.lc.clone();
         let rec = st.record.clone();
-        let me = myself.clone();
-        tokio::spawn(async move {
-            let r = lc
-                .cluster
-                .remove_finalizer(&rec)
-                .await
-                .map_err(|e| e.to_string());
-            let _ = me.cast(DeploymentMsg::FinalizerDone(r));
-        });
+        report(
+            myself,
+            async move { lc.cluster.remove_finalizer(&rec).await },
+            DeploymentMsg::FinalizerDone,
+        );
     }
+}
+
+/// Runs a Kubernetes call as a task and reports its result back by message, so the mailbox never waits on the
+/// network.
+fn report<Fut>(
+    myself: &ActorRef<DeploymentMsg>,
+    call: Fut,
+    msg: fn(Result<(), String>) -> DeploymentMsg,
+) where
+    Fut: Future<Output = crate::k8s::Result<()>> + Send + 'static,
+{
+    let me = myself.clone();
+    tokio::spawn(async move {
+        let r = call.await.map_err(|e| e.to_string());
+        let _ = me.cast(msg(r));
+    });
 }
 
 fn pump_callbacks(myself: &ActorRef<DeploymentMsg>, st: &mut DeploymentState) {
@@ -777,15 +781,11 @@ fn flush_status(myself: &ActorRef<DeploymentMsg>, st: &mut DeploymentState) {
     st.written = Some(want.clone());
     let lc = st.lc.clone();
     let (ns, name) = (st.ns.clone(), st.record_name.clone());
-    let me = myself.clone();
-    tokio::spawn(async move {
-        let r = lc
-            .cluster
-            .write_status(&ns, &name, &want)
-            .await
-            .map_err(|e| e.to_string());
-        let _ = me.cast(DeploymentMsg::StatusWritten(r));
-    });
+    report(
+        myself,
+        async move { lc.cluster.write_status(&ns, &name, &want).await },
+        DeploymentMsg::StatusWritten,
+    );
 }
 
 /// Renders and applies every object of the deployment (idempotent: server-side apply).
