@@ -102,11 +102,12 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
                 .filter(|s| !s.is_empty()),
         )
     };
-    let cluster = Cluster::start(client, create_namespaces);
+    // The CRD first, so that the record watch finds its resource from the start.
     if args.dev || args.install_crd {
-        cluster.install_crd().await?;
+        Cluster::install_crd(&client).await?;
         tracing::info!("ManagedResource CRD installed");
     }
+    let cluster = Cluster::start(client, create_namespaces);
     let callbacks = crate::actors::CallbackPolicy {
         initial_backoff: Duration::from_millis(args.callback_initial_backoff_ms.max(1)),
         max_backoff: Duration::from_secs(args.callback_max_backoff_seconds.max(1)),

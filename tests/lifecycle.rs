@@ -132,6 +132,10 @@ async fn every_engine_reaches_ready_with_callbacks_and_credentials() {
         assert_eq!(r["actualSpec"]["version"], body["spec"]["version"]);
         assert_eq!(r["actualSpec"]["size"], body["spec"]["size"]);
         assert_eq!(r["endpoint"], format!("{name}.team-a.svc.cluster.local"));
+        assert_eq!(
+            r["estimatedMonthlyCost"], b["estimatedMonthlyCost"],
+            "the callback and the state report the same cost"
+        );
     }
     // HA, backup and TLS objects for postgres.
     let pdb: Api<kube::api::DynamicObject> = Api::namespaced_with(

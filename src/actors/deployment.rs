@@ -211,10 +211,17 @@ impl DeploymentState {
             .as_ref()
             .map(|d| d.engine.as_str().to_string())
             .unwrap_or_default();
+        // The cost of what actually runs, as /v1/resources reports it.
         let cost = self
             .desired
             .as_ref()
-            .map(|d| domain::monthly_cost(&self.lc.prices, &domain::desired_footprint(d)))
+            .map(|d| {
+                let footprint = match obs.actual_spec(d) {
+                    Some(a) => domain::actual_footprint(d, &a, obs.volume_gib),
+                    None => domain::desired_footprint(d),
+                };
+                domain::monthly_cost(&self.lc.prices, &footprint)
+            })
             .unwrap_or(0.0);
         let url = match (phase, &self.record.spec.deprovision) {
             (Phase::Deleting | Phase::Deleted, Some(d)) => d

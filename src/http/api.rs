@@ -568,7 +568,7 @@ fn resource_state(st: &AppState, rec: &ManagedResource) -> Option<ResourceState>
         _ => "Unknown",
     };
     let footprint = match &actual {
-        Some(a) => domain::actual_footprint(&desired, a, obs.storage_gib),
+        Some(a) => domain::actual_footprint(&desired, a, obs.volume_gib),
         None => domain::desired_footprint(&desired),
     };
     let usage = obs.statefulset.as_ref().map(|_| {

@@ -181,8 +181,8 @@ impl Cluster {
     }
 
     /// Applies the ManagedResource CRD and waits until it is established.
-    pub async fn install_crd(&self) -> Result<()> {
-        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+    pub async fn install_crd(client: &Client) -> Result<()> {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
         let crd = ManagedResource::crd();
         let name = crd.metadata.name.clone().unwrap_or_default();
         call(

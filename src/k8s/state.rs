@@ -37,7 +37,9 @@ pub struct PodProblem {
 pub struct Observation {
     pub statefulset: Option<StatefulSet>,
     pub pods: Vec<Pod>,
-    /// Sum of the bound PVCs' capacities, in GiB.
+    /// The largest data volume's capacity, in GiB (what one replica has).
+    pub volume_gib: Option<u32>,
+    /// All data volumes' capacity, in GiB.
     pub storage_gib: Option<u32>,
     /// Number of objects of any kind still carrying the deployment's label.
     pub remaining_children: usize,
@@ -108,7 +110,7 @@ pub fn observe(
         .pvcs
         .get(&key(render::backup_name(resource_name), namespace))
         .filter(|p| has_id(p.as_ref(), deployment_id));
-    let storage_gib = pvcs
+    let capacities: Vec<u32> = pvcs
         .iter()
         .filter_map(|p| {
             p.status
@@ -119,7 +121,9 @@ pub fn observe(
                 .and_then(|q| domain::parse_memory_mib(&q.0))
         })
         .map(|mib| mib.div_ceil(1024))
-        .reduce(|a, b| a + b);
+        .collect();
+    let storage_gib = capacities.iter().copied().reduce(|a, b| a + b);
+    let volume_gib = capacities.iter().copied().max();
     pvcs.extend(backup_pvc);
     let services = [
         resource_name.to_string(),
@@ -143,6 +147,7 @@ pub fn observe(
             + cronjobs,
         statefulset: sts,
         pods,
+        volume_gib,
         storage_gib,
     }
 }
