@@ -4,7 +4,6 @@ mod common;
 
 use std::time::Duration;
 
-use kube::api::Api;
 use serde_json::{Value, json};
 
 fn with(mut v: Value, pointer: &str, new: Value) -> Value {
@@ -53,17 +52,7 @@ async fn seed_examples_and_record_before_202() {
     );
 
     // The intent record is in the cluster by the time the 202 arrived.
-    let records: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        env.kube.clone(),
-        "team-platform",
-        &kube::api::ApiResource {
-            group: "kidp.io".into(),
-            version: "v1alpha1".into(),
-            api_version: "kidp.io/v1alpha1".into(),
-            kind: "ManagedResource".into(),
-            plural: "managedresources".into(),
-        },
-    );
+    let records = common::records(&env, "team-platform");
     let rec = records
         .get("postgres-app-db.database")
         .await

@@ -135,6 +135,21 @@ pub async fn start_against(sim: kubesim::KubeSim, extra: &[&str]) -> Env {
     env
 }
 
+/// The intent records of a namespace, read untyped as a client outside the broker would.
+pub fn records(env: &Env, namespace: &str) -> kube::Api<kube::api::DynamicObject> {
+    kube::Api::namespaced_with(
+        env.kube.clone(),
+        namespace,
+        &kube::api::ApiResource {
+            group: "kidp.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "kidp.io/v1alpha1".into(),
+            kind: "ManagedResource".into(),
+            plural: "managedresources".into(),
+        },
+    )
+}
+
 /// Polls until `f` gives `Some`, failing the test after `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
 where
