@@ -166,6 +166,7 @@ async fn main() {
     let api = format!("http://127.0.0.1:{api_port}");
     let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
     while http
         .get(format!("{api}/readiness"))
         .send()
@@ -175,7 +176,7 @@ async fn main() {
         != Some(200)
     {
         assert!(Instant::now() < deadline, "broker ready within 60s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        poll.tick().await;
     }
     println!(
         "broker benchmark: waves {waves:?} across {namespaces} namespaces (kubesim ready delay 50ms)"
@@ -269,6 +270,7 @@ async fn main() {
         let retried: u32 = answers.iter().map(|(_, r)| r).sum();
         let ids: Vec<String> = answers.into_iter().map(|(id, _)| id).collect();
         let deadline = Instant::now() + Duration::from_secs(1800);
+        let mut poll = tokio::time::interval(Duration::from_millis(200));
         loop {
             let got = received.lock().unwrap().len();
             if got >= target {
@@ -278,7 +280,7 @@ async fn main() {
                 Instant::now() < deadline,
                 "all Ready callbacks within 30 minutes ({got}/{target})"
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            poll.tick().await;
         }
         let wall = t.elapsed();
         let after = kube_requests(&http, &metrics).await;

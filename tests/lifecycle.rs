@@ -375,15 +375,7 @@ async fn scaling_a_managed_statefulset_is_reported_as_drift() {
 }
 
 async fn drift_counter(env: &Env) -> f64 {
-    let m = env
-        .http
-        .get(env.metrics_url())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = env.metrics().await;
     m.lines()
         .filter(|l| {
             l.starts_with("broker_drift_detected_total{") && l.contains("namespace=\"team-d\"")

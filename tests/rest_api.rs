@@ -586,15 +586,7 @@ async fn health_metrics_spec_and_swagger() {
     let (code, _) = env.post("/v1/provision", &json!({})).await;
     assert_eq!(code, 400);
 
-    let m = env
-        .http
-        .get(env.metrics_url())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = env.metrics().await;
     assert!(
         m.contains(
             "broker_http_request_duration_seconds_bucket{endpoint=\"/v1/provision\",method=\"POST\""

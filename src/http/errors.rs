@@ -191,52 +191,41 @@ pub enum QueryBodyError {
     Unavailable(Json<ErrorBody>),
 }
 
-impl From<Problem> for ProvisionError {
-    fn from(p: Problem) -> Self {
-        let b = Json(p.body());
-        match p.status {
-            409 => ProvisionError::Conflict(b),
-            413 => ProvisionError::PayloadTooLarge(b),
-            503 | 500 => ProvisionError::Unavailable(b),
-            _ => ProvisionError::BadRequest(b),
+/// `From<Problem>` for an operation's error enum: each listed status maps to its variant, anything else to the
+/// `otherwise` variant.
+macro_rules! from_problem {
+    ($ty:ident, otherwise $fallback:ident, { $($status:pat => $variant:ident,)* }) => {
+        impl From<Problem> for $ty {
+            fn from(p: Problem) -> Self {
+                let b = Json(p.body());
+                match p.status {
+                    $($status => $ty::$variant(b),)*
+                    _ => $ty::$fallback(b),
+                }
+            }
         }
-    }
+    };
 }
 
-impl From<Problem> for DeprovisionError {
-    fn from(p: Problem) -> Self {
-        let b = Json(p.body());
-        match p.status {
-            404 => DeprovisionError::NotFound(b),
-            409 => DeprovisionError::Conflict(b),
-            413 => DeprovisionError::PayloadTooLarge(b),
-            503 | 500 => DeprovisionError::Unavailable(b),
-            _ => DeprovisionError::BadRequest(b),
-        }
-    }
-}
-
-impl From<Problem> for QueryError {
-    fn from(p: Problem) -> Self {
-        let b = Json(p.body());
-        match p.status {
-            404 => QueryError::NotFound(b),
-            503 | 500 => QueryError::Unavailable(b),
-            _ => QueryError::BadRequest(b),
-        }
-    }
-}
-
-impl From<Problem> for QueryBodyError {
-    fn from(p: Problem) -> Self {
-        let b = Json(p.body());
-        match p.status {
-            413 => QueryBodyError::PayloadTooLarge(b),
-            503 | 500 => QueryBodyError::Unavailable(b),
-            _ => QueryBodyError::BadRequest(b),
-        }
-    }
-}
+from_problem!(ProvisionError, otherwise BadRequest, {
+    409 => Conflict,
+    413 => PayloadTooLarge,
+    500 | 503 => Unavailable,
+});
+from_problem!(DeprovisionError, otherwise BadRequest, {
+    404 => NotFound,
+    409 => Conflict,
+    413 => PayloadTooLarge,
+    500 | 503 => Unavailable,
+});
+from_problem!(QueryError, otherwise BadRequest, {
+    404 => NotFound,
+    500 | 503 => Unavailable,
+});
+from_problem!(QueryBodyError, otherwise BadRequest, {
+    413 => PayloadTooLarge,
+    500 | 503 => Unavailable,
+});
 
 /// Converts any error that reached the top of the route tree into the error body.
 pub fn render_any_error(err: poem::Error) -> Response {

@@ -26,6 +26,17 @@ impl Env {
         format!("http://{}/metrics", self.broker.metrics_addr)
     }
 
+    /// The Prometheus exposition text of the metrics port.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.metrics_url())
+            .send()
+            .await
+            .expect("metrics");
+        r.text().await.expect("metrics text")
+    }
+
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
         let r = self
             .http
@@ -157,14 +168,16 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     let end = tokio::time::Instant::now() + deadline;
+    // The condition is checked on a fixed cadence until it holds or the deadline passes.
+    let mut poll = tokio::time::interval(Duration::from_millis(25));
     loop {
+        poll.tick().await;
         if let Some(v) = f().await {
             return v;
         }
         if tokio::time::Instant::now() > end {
             panic!("timed out waiting for {what}");
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -17,11 +17,11 @@ use super::job::finished;
 use super::schedule::Schedule;
 use super::{
     CONTROLLER_MANAGER, Controller, OwnerIndex, RETRY_AFTER_ERROR, WorkQueue, create, delete,
-    is_of, key_of, new_controller_ref, parse_time, str_at, write_status,
+    key_of, new_controller_ref, observe_owned, parse_time, resync_owned, str_at, write_status,
 };
 use crate::meta;
 use crate::registry::ResourceDef;
-use crate::store::{Event, EventType, Inner, ObjKey, Propagation};
+use crate::store::{Event, Inner, ObjKey, Propagation};
 
 /// The annotation upstream puts on each Job with the time it was scheduled for.
 const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
@@ -85,25 +85,11 @@ impl Controller for CronJobController {
     const NAME: &'static str = "cronjob-controller";
 
     fn resync(&mut self, g: &Inner, q: &mut WorkQueue) {
-        self.job_index.clear();
-        for j in g.list(&self.jobs, None) {
-            self.job_index.record(&j, false);
-        }
-        for c in g.list(&self.cronjobs, None) {
-            q.add(key_of(&c));
-        }
+        resync_owned(g, &self.cronjobs, &self.jobs, &mut self.job_index, q);
     }
 
     fn observe(&mut self, ev: &Event, q: &mut WorkQueue) {
-        if is_of(ev, &self.cronjobs) {
-            if ev.kind != EventType::Deleted {
-                q.add(key_of(&ev.object));
-            }
-        } else if is_of(ev, &self.jobs) {
-            for owner in self.job_index.record_event(ev) {
-                q.add(owner);
-            }
-        }
+        observe_owned(ev, &self.cronjobs, &self.jobs, &mut self.job_index, q);
     }
 
     fn reconcile(&mut self, g: &mut Inner, key: &ObjKey) -> Option<Duration> {

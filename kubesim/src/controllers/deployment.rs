@@ -17,13 +17,13 @@ use serde_json::{Map, Value, json};
 
 use super::{
     CONTROLLER_MANAGER, Controller, OwnerIndex, RETRY_AFTER_ERROR, WorkQueue, availability,
-    condition_json, create, delete, int_at, is_of, is_ready, is_terminal, key_of, labels,
-    new_controller_ref, parse_time, scaled_value, sooner, str_at, template_hash, update,
-    write_status,
+    condition_json, create, delete, int_at, is_ready, is_terminal, key_of, labels,
+    new_controller_ref, observe_owned, parse_time, resync_owned, scaled_value, sooner, str_at,
+    template_hash, update, write_status,
 };
 use crate::meta;
 use crate::registry::ResourceDef;
-use crate::store::{Event, EventType, Inner, ObjKey};
+use crate::store::{Event, Inner, ObjKey};
 
 const HASH_LABEL: &str = "pod-template-hash";
 const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
@@ -181,25 +181,23 @@ impl Controller for DeploymentController {
     const NAME: &'static str = "deployment-controller";
 
     fn resync(&mut self, g: &Inner, q: &mut WorkQueue) {
-        self.rs_index.clear();
-        for rs in g.list(&self.replicasets, None) {
-            self.rs_index.record(&rs, false);
-        }
-        for d in g.list(&self.deployments, None) {
-            q.add(key_of(&d));
-        }
+        resync_owned(
+            g,
+            &self.deployments,
+            &self.replicasets,
+            &mut self.rs_index,
+            q,
+        );
     }
 
     fn observe(&mut self, ev: &Event, q: &mut WorkQueue) {
-        if is_of(ev, &self.deployments) {
-            if ev.kind != EventType::Deleted {
-                q.add(key_of(&ev.object));
-            }
-        } else if is_of(ev, &self.replicasets) {
-            for owner in self.rs_index.record_event(ev) {
-                q.add(owner);
-            }
-        }
+        observe_owned(
+            ev,
+            &self.deployments,
+            &self.replicasets,
+            &mut self.rs_index,
+            q,
+        );
     }
 
     fn reconcile(&mut self, g: &mut Inner, key: &ObjKey) -> Option<Duration> {
@@ -622,25 +620,11 @@ impl Controller for ReplicaSetController {
     const NAME: &'static str = "replicaset-controller";
 
     fn resync(&mut self, g: &Inner, q: &mut WorkQueue) {
-        self.pod_index.clear();
-        for p in g.list(&self.pods, None) {
-            self.pod_index.record(&p, false);
-        }
-        for rs in g.list(&self.replicasets, None) {
-            q.add(key_of(&rs));
-        }
+        resync_owned(g, &self.replicasets, &self.pods, &mut self.pod_index, q);
     }
 
     fn observe(&mut self, ev: &Event, q: &mut WorkQueue) {
-        if is_of(ev, &self.replicasets) {
-            if ev.kind != EventType::Deleted {
-                q.add(key_of(&ev.object));
-            }
-        } else if is_of(ev, &self.pods) {
-            for owner in self.pod_index.record_event(ev) {
-                q.add(owner);
-            }
-        }
+        observe_owned(ev, &self.replicasets, &self.pods, &mut self.pod_index, q);
     }
 
     fn reconcile(&mut self, g: &mut Inner, key: &ObjKey) -> Option<Duration> {

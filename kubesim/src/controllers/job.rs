@@ -17,11 +17,12 @@ use serde_json::{Map, Value, json};
 
 use super::{
     CONTROLLER_MANAGER, Controller, OwnerIndex, RETRY_AFTER_ERROR, WorkQueue, create, delete,
-    int_at, is_of, is_ready, key_of, new_controller_ref, parse_time, str_at, write_status,
+    int_at, is_ready, key_of, new_controller_ref, observe_owned, parse_time, resync_owned, str_at,
+    write_status,
 };
 use crate::meta;
 use crate::registry::ResourceDef;
-use crate::store::{Event, EventType, Inner, ObjKey, Propagation};
+use crate::store::{Event, Inner, ObjKey, Propagation};
 
 /// The field manager of the TTL controller's deletes, as upstream records it.
 const TTL_MANAGER: &str = "ttl-after-finished-controller";
@@ -120,25 +121,11 @@ impl Controller for JobController {
     const NAME: &'static str = "job-controller";
 
     fn resync(&mut self, g: &Inner, q: &mut WorkQueue) {
-        self.pod_index.clear();
-        for p in g.list(&self.pods, None) {
-            self.pod_index.record(&p, false);
-        }
-        for j in g.list(&self.jobs, None) {
-            q.add(key_of(&j));
-        }
+        resync_owned(g, &self.jobs, &self.pods, &mut self.pod_index, q);
     }
 
     fn observe(&mut self, ev: &Event, q: &mut WorkQueue) {
-        if is_of(ev, &self.jobs) {
-            if ev.kind != EventType::Deleted {
-                q.add(key_of(&ev.object));
-            }
-        } else if is_of(ev, &self.pods) {
-            for owner in self.pod_index.record_event(ev) {
-                q.add(owner);
-            }
-        }
+        observe_owned(ev, &self.jobs, &self.pods, &mut self.pod_index, q);
     }
 
     fn reconcile(&mut self, g: &mut Inner, key: &ObjKey) -> Option<Duration> {

@@ -269,6 +269,48 @@ pub(crate) fn is_of(ev: &Event, def: &ResourceDef) -> bool {
     ev.res.0 == def.group && ev.res.1 == def.plural
 }
 
+/// The resync of a controller that owns one kind through an [`OwnerIndex`]: rebuild the index from every child
+/// and queue every owner.
+pub(crate) fn resync_owned(
+    g: &Inner,
+    owners: &ResourceDef,
+    children: &ResourceDef,
+    index: &mut OwnerIndex,
+    q: &mut WorkQueue,
+) {
+    index.clear();
+    for c in g.list(children, None) {
+        index.record(&c, false);
+    }
+    for o in g.list(owners, None) {
+        q.add(key_of(&o));
+    }
+}
+
+/// Routes an event for such a controller: a changed owner is queued, a changed child queues its owners.
+/// Returns whether the event was of either kind.
+pub(crate) fn observe_owned(
+    ev: &Event,
+    owners: &ResourceDef,
+    children: &ResourceDef,
+    index: &mut OwnerIndex,
+    q: &mut WorkQueue,
+) -> bool {
+    if is_of(ev, owners) {
+        if ev.kind != EventType::Deleted {
+            q.add(key_of(&ev.object));
+        }
+        true
+    } else if is_of(ev, children) {
+        for owner in index.record_event(ev) {
+            q.add(owner);
+        }
+        true
+    } else {
+        false
+    }
+}
+
 /// The key of an object.
 pub(crate) fn key_of(o: &Value) -> ObjKey {
     (meta::namespace(o).to_string(), meta::name(o).to_string())

@@ -18,12 +18,12 @@ use serde_json::{Map, Value, json};
 
 use super::{
     CONTROLLER_MANAGER, Controller, OwnerIndex, RETRY_AFTER_ERROR, WorkQueue, availability, create,
-    delete, int_at, is_of, is_running_ready, is_terminal, key_of, labels, new_controller_ref,
-    sooner, str_at, template_hash, update, write_status,
+    delete, int_at, is_of, is_running_ready, is_terminal, labels, new_controller_ref,
+    observe_owned, resync_owned, sooner, str_at, template_hash, update, write_status,
 };
 use crate::meta;
 use crate::registry::ResourceDef;
-use crate::store::{Event, EventType, Inner, ObjKey};
+use crate::store::{Event, Inner, ObjKey};
 
 /// The pod label naming the ControllerRevision a pod was made from.
 const REVISION_LABEL: &str = "controller-revision-hash";
@@ -425,29 +425,17 @@ impl Controller for StatefulSetController {
     const NAME: &'static str = "statefulset-controller";
 
     fn resync(&mut self, g: &Inner, q: &mut WorkQueue) {
-        self.pod_index.clear();
+        resync_owned(g, &self.sets, &self.pods, &mut self.pod_index, q);
         self.revision_index.clear();
-        for p in g.list(&self.pods, None) {
-            self.pod_index.record(&p, false);
-        }
         for r in g.list(&self.revisions, None) {
             self.revision_index.record(&r, false);
-        }
-        for s in g.list(&self.sets, None) {
-            q.add(key_of(&s));
         }
     }
 
     fn observe(&mut self, ev: &Event, q: &mut WorkQueue) {
-        if is_of(ev, &self.sets) {
-            if ev.kind != EventType::Deleted {
-                q.add(key_of(&ev.object));
-            }
-        } else if is_of(ev, &self.pods) {
-            for owner in self.pod_index.record_event(ev) {
-                q.add(owner);
-            }
-        } else if is_of(ev, &self.revisions) {
+        if !observe_owned(ev, &self.sets, &self.pods, &mut self.pod_index, q)
+            && is_of(ev, &self.revisions)
+        {
             self.revision_index.record_event(ev);
         }
     }

@@ -34,13 +34,15 @@ where
     Fut: Future<Output = Option<T>>,
 {
     let end = tokio::time::Instant::now() + deadline;
+    // The condition is checked on a fixed cadence until it holds or the deadline passes.
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
     loop {
+        poll.tick().await;
         if let Some(v) = f().await {
             return v;
         }
         if tokio::time::Instant::now() > end {
             panic!("timed out waiting for {what}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
