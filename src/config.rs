@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -82,6 +83,16 @@ pub struct Args {
     #[arg(long, env = "KIDP_CALLBACK_MAX_BACKOFF_SECONDS", default_value_t = 300)]
     pub callback_max_backoff_seconds: u64,
 
+    /// How long one callback is retried, from its first attempt, before it is abandoned (logged and counted
+    /// as `result="abandoned"`) and the deployment moves on. An hour rides out a manager's restart or a short
+    /// outage; past that the manager reconciles from `/v1/status`, and a deprovision must not wait forever.
+    #[arg(
+        long,
+        env = "KIDP_CALLBACK_DELIVERY_LIFETIME_SECONDS",
+        default_value_t = 3600
+    )]
+    pub callback_delivery_lifetime_seconds: u64,
+
     /// Hosts callbacks may be sent to, comma-separated, `*` wildcards allowed; any host when empty.
     #[arg(long, env = "KIDP_CALLBACK_ALLOWED_HOSTS", value_delimiter = ',')]
     pub callback_allowed_hosts: Vec<String>,
@@ -120,6 +131,20 @@ pub struct Args {
 }
 
 impl Args {
+    /// The lifecycle's timings from the flags.
+    pub fn lifecycle_settings(&self) -> crate::actors::LifecycleSettings {
+        crate::actors::LifecycleSettings {
+            provision_timeout: Duration::from_secs(self.provision_timeout_seconds),
+            failure_grace: Duration::from_secs(self.failure_grace_seconds),
+            callback_initial_backoff: Duration::from_millis(
+                self.callback_initial_backoff_ms.max(1),
+            ),
+            callback_max_backoff: Duration::from_secs(self.callback_max_backoff_seconds.max(1)),
+            delivery_lifetime: Duration::from_secs(self.callback_delivery_lifetime_seconds),
+            ..Default::default()
+        }
+    }
+
     /// The price table: the defaults with any configured overrides.
     pub fn prices(&self) -> crate::domain::PriceTable {
         let d = crate::domain::PriceTable::default();

@@ -109,28 +109,29 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     }
     let cluster = Cluster::start(client, create_namespaces);
     let callbacks = crate::actors::CallbackPolicy {
-        initial_backoff: Duration::from_millis(args.callback_initial_backoff_ms.max(1)),
-        max_backoff: Duration::from_secs(args.callback_max_backoff_seconds.max(1)),
         signing_secret: args
             .callback_signing_secret
             .clone()
             .filter(|s| !s.is_empty()),
-        allowed_hosts: args
-            .callback_allowed_hosts
-            .iter()
-            .filter(|h| !h.is_empty())
-            .cloned()
-            .collect(),
-        allow_link_local: args.callback_allow_link_local,
+        urls: crate::domain::CallbackUrlPolicy {
+            allowed_hosts: args
+                .callback_allowed_hosts
+                .iter()
+                .filter(|h| !h.is_empty())
+                .cloned()
+                .collect(),
+            allow_link_local: args.callback_allow_link_local,
+        },
     };
     let lifecycle = Arc::new(crate::actors::Lifecycle {
         cluster: cluster.clone(),
         http: reqwest::Client::builder()
             .user_agent(concat!("kidp-broker/", env!("CARGO_PKG_VERSION")))
+            // A callback is one POST to the URL the manager gave: a redirect could send it anywhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?,
         callbacks: callbacks.clone(),
-        provision_timeout: Duration::from_secs(args.provision_timeout_seconds),
-        failure_grace: Duration::from_secs(args.failure_grace_seconds),
+        timing: args.lifecycle_settings(),
         namespace_concurrency: args.namespace_concurrency,
         image_registry: args.image_registry.clone().filter(|s| !s.is_empty()),
         cluster_domain: args.cluster_domain.clone(),
@@ -145,7 +146,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         usage,
         cluster,
         encrypted_storage_class: encrypted_sc,
-        callbacks,
+        callbacks: callbacks.urls,
         prices: args.prices(),
     });
 

@@ -7,6 +7,7 @@
 
 pub mod callback;
 pub mod deployment;
+pub mod lifecycle;
 pub mod supervisor;
 pub mod throttle;
 
@@ -15,11 +16,12 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 
-use crate::domain::PriceTable;
+use crate::domain::{DeploymentId, PriceTable};
 use crate::k8s::Cluster;
 use crate::k8s::observe::Observed;
 
 pub use self::callback::CallbackPolicy;
+pub use self::lifecycle::Settings as LifecycleSettings;
 pub use self::supervisor::SupervisorMsg;
 
 /// Settings and shared handles every actor needs.
@@ -27,10 +29,8 @@ pub struct Lifecycle {
     pub cluster: Arc<Cluster>,
     pub http: reqwest::Client,
     pub callbacks: CallbackPolicy,
-    /// A deployment not Ready this long after it started provisioning is Failed.
-    pub provision_timeout: Duration,
-    /// A pod stuck in ErrImagePull/ImagePullBackOff/CrashLoopBackOff this long fails the deployment.
-    pub failure_grace: Duration,
+    /// Timeouts, grace periods, retries and the callback delivery lifetime.
+    pub timing: lifecycle::Settings,
     /// Deployments provisioning at once per namespace.
     pub namespace_concurrency: usize,
     /// Prefix for engine images (private registries); `None` uses Docker Hub's official images.
@@ -48,14 +48,31 @@ pub async fn start(lc: Arc<Lifecycle>) -> anyhow::Result<ActorRef<SupervisorMsg>
         .cluster
         .take_events()
         .ok_or_else(|| anyhow::anyhow!("the lifecycle is already running"))?;
-    let (sup, _) = Actor::spawn(None, supervisor::Supervisor, lc.clone()).await?;
+    let (throttle, _) = Actor::spawn(None, throttle::Throttle, lc.namespace_concurrency).await?;
+    let (sup, _) = Actor::spawn(
+        None,
+        supervisor::Supervisor,
+        supervisor::SupervisorArgs {
+            lc: lc.clone(),
+            throttle,
+        },
+    )
+    .await?;
     let target = sup.clone();
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
             let msg = match ev {
                 Observed::Record(r) => SupervisorMsg::Record(r),
-                Observed::RecordGone { deployment_id } => SupervisorMsg::RecordGone(deployment_id),
-                Observed::Child { deployment_id } => SupervisorMsg::Nudge(deployment_id),
+                Observed::RecordGone { deployment_id } => {
+                    match DeploymentId::parse(&deployment_id) {
+                        Some(id) => SupervisorMsg::RecordGone(id),
+                        None => continue,
+                    }
+                }
+                Observed::Child { deployment_id } => match DeploymentId::parse(&deployment_id) {
+                    Some(id) => SupervisorMsg::Nudge(id),
+                    None => continue,
+                },
             };
             if target.cast(msg).is_err() {
                 break;

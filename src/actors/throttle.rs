@@ -1,7 +1,14 @@
 //! The per-namespace provisioning throttle: at most N deployments of one namespace provision at once, the rest
-//! wait in FIFO order. Owned by the supervisor (no locks: only its mailbox touches it).
+//! wait in FIFO order. An actor of its own ([`Throttle`]); deployments hold a [`ThrottleRef`] and are told
+//! through the callback they registered, so the throttle knows nothing of the deployment actor (no locks:
+//! only its mailbox touches the queues).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::domain::DeploymentId;
 
 /// Outcome of asking for a permit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +109,89 @@ impl NamespaceThrottle {
     }
 }
 
+/// Where the throttle tells a deployment about its permit.
+pub type PermitSink = Arc<dyn Fn(Permit) + Send + Sync>;
+
+/// Messages to the throttle.
+pub enum ThrottleMsg {
+    /// Ask for a permit for a deployment in a namespace; the answer (and every later change of queue
+    /// position) goes to `sink`. Asking again while holding or waiting is idempotent.
+    Acquire {
+        namespace: String,
+        id: DeploymentId,
+        sink: PermitSink,
+    },
+    /// Return the permit, or leave the queue.
+    Release { namespace: String, id: DeploymentId },
+}
+
+/// The throttle actor (state lives in [`ThrottleState`]).
+pub struct Throttle;
+
+/// The throttle's state: the queues and who to tell.
+pub struct ThrottleState {
+    queues: NamespaceThrottle,
+    sinks: HashMap<String, PermitSink>,
+}
+
+/// A handle to the throttle.
+pub type ThrottleRef = ActorRef<ThrottleMsg>;
+
+impl Actor for Throttle {
+    type Msg = ThrottleMsg;
+    type State = ThrottleState;
+    type Arguments = usize;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        limit: usize,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(ThrottleState {
+            queues: NamespaceThrottle::new(limit),
+            sinks: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ThrottleMsg::Acquire {
+                namespace,
+                id,
+                sink,
+            } => {
+                let permit = st.queues.acquire(&namespace, id.as_str());
+                if permit == Permit::Granted {
+                    st.sinks.remove(id.as_str());
+                } else {
+                    st.sinks.insert(id.as_str().to_string(), sink.clone());
+                }
+                sink(permit);
+            }
+            ThrottleMsg::Release { namespace, id } => {
+                st.sinks.remove(id.as_str());
+                for granted in st.queues.release(&namespace, id.as_str()) {
+                    if let Some(sink) = st.sinks.remove(&granted) {
+                        sink(Permit::Granted);
+                    }
+                }
+                for (waiting, pos) in st.queues.waiting(&namespace) {
+                    if let Some(sink) = st.sinks.get(&waiting) {
+                        sink(Permit::Queued(pos));
+                    }
+                }
+            }
+        }
+        crate::metrics::provision_queue(st.queues.queued_total());
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +225,42 @@ mod tests {
         assert_eq!(t.release("a", "3"), Vec::<String>::new());
         assert_eq!(t.running("a"), 0);
         assert_eq!(t.queued_total(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_actor_grants_in_order_and_tells_new_positions() {
+        use std::sync::Mutex;
+        let (t, handle) = Actor::spawn(None, Throttle, 1).await.unwrap();
+        let told: Arc<Mutex<Vec<(String, Permit)>>> = Arc::default();
+        let ids: Vec<DeploymentId> = (0..3).map(|_| DeploymentId::generate()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let told = told.clone();
+            let name = format!("d{i}");
+            t.cast(ThrottleMsg::Acquire {
+                namespace: "ns".into(),
+                id: id.clone(),
+                sink: Arc::new(move |p| told.lock().unwrap().push((name.clone(), p))),
+            })
+            .unwrap();
+        }
+        t.cast(ThrottleMsg::Release {
+            namespace: "ns".into(),
+            id: ids[0].clone(),
+        })
+        .unwrap();
+        t.drain_and_wait(None).await.unwrap();
+        handle.await.unwrap();
+        let told = told.lock().unwrap().clone();
+        assert_eq!(
+            told,
+            vec![
+                ("d0".to_string(), Permit::Granted),
+                ("d1".to_string(), Permit::Queued(1)),
+                ("d2".to_string(), Permit::Queued(2)),
+                ("d1".to_string(), Permit::Granted),
+                ("d2".to_string(), Permit::Queued(1)),
+            ]
+        );
     }
 
     #[test]

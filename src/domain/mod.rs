@@ -5,6 +5,7 @@
 //! framework types), so each rule is unit-tested on its own and every other layer shares one definition of
 //! what a request means. The only impurity is [`DeploymentId::generate`], which draws random bits.
 
+mod callback_url;
 mod catalogue;
 mod cost;
 mod cron;
@@ -14,6 +15,7 @@ mod id;
 mod phase;
 mod request;
 
+pub use callback_url::CallbackUrlPolicy;
 pub use catalogue::{
     Engine, EngineInfo, ResourceType, Size, SizeSpec, UnknownName, VersionInfo, cpu_quantity,
     engine_info, memory_quantity,

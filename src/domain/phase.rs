@@ -3,8 +3,8 @@
 use super::catalogue::{UnknownName, named_enum};
 
 /// Where a deployment stands in its lifecycle: `Provisioning → Ready | Failed`, `Deleting → Deleted`, exactly
-/// the callback phases of the API reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// the callback phases of the API reference. Ordered as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Phase {
     /// Accepted; objects are being created or the workload is not ready yet.
     Provisioning,
@@ -69,6 +69,16 @@ impl Health {
     /// Every health value.
     pub const ALL: [Health; 3] = [Self::Healthy, Self::Degraded, Self::Unknown];
 
+    /// The one rule for health: a Ready deployment is Healthy with every replica ready and Degraded with
+    /// fewer; in any other phase (still provisioning, failed, deleting) health is Unknown.
+    pub fn of(phase: Phase, ready_pods: usize, replicas: u32) -> Health {
+        match phase {
+            Phase::Ready if ready_pods >= replicas as usize => Self::Healthy,
+            Phase::Ready => Self::Degraded,
+            _ => Self::Unknown,
+        }
+    }
+
     /// The wire name, capitalised as in the API reference.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -118,5 +128,20 @@ mod tests {
             );
         }
         assert_eq!(Health::Degraded.as_str(), "Degraded");
+    }
+
+    #[test]
+    fn health_is_known_only_once_ready() {
+        assert_eq!(Health::of(Phase::Ready, 3, 3), Health::Healthy);
+        assert_eq!(Health::of(Phase::Ready, 2, 3), Health::Degraded);
+        for p in [
+            Phase::Provisioning,
+            Phase::Failed,
+            Phase::Deleting,
+            Phase::Deleted,
+        ] {
+            assert_eq!(Health::of(p, 0, 3), Health::Unknown, "{p}");
+            assert_eq!(Health::of(p, 3, 3), Health::Unknown, "{p}");
+        }
     }
 }

@@ -11,8 +11,8 @@ use super::body::{ValidJson, ValidatedBody};
 use super::errors::{DeprovisionError, Problem, ProvisionError, QueryBodyError, QueryError};
 use super::types::*;
 use crate::domain::{self, DeploymentId, ProvisionRequest, ResourcesQuery};
-use crate::k8s::record::{ManagedResource, ManagedResourceSpec, record_name};
-use crate::k8s::{self, Cluster};
+use crate::k8s::record::{ManagedResource, ManagedResourceSpec, StoredSpec, record_name};
+use crate::k8s::{self, Cluster, record};
 use crate::metrics;
 
 /// The broker version reported by `/health` and `/readiness`.
@@ -24,7 +24,7 @@ pub struct AppState {
     /// The StorageClass used for `encryption.atRest`; `None` refuses such requests.
     pub encrypted_storage_class: Option<String>,
     /// Where callbacks may go (checked at provision time).
-    pub callbacks: crate::actors::CallbackPolicy,
+    pub callbacks: domain::CallbackUrlPolicy,
     /// The price table for cost estimates.
     pub prices: domain::PriceTable,
     /// Pod usage from the metrics API.
@@ -242,7 +242,7 @@ impl BrokerApi {
         let (phase, message, last_updated) = summarize(&rec);
         Ok(Json(DeploymentStatus {
             deployment_id: id.to_string(),
-            phase,
+            phase: phase.as_str().to_string(),
             message,
             last_updated,
         }))
@@ -302,7 +302,8 @@ impl BrokerApi {
                 "spec.encryption.atRest requires an encrypting StorageClass and this broker has none configured (--encrypted-storage-class)",
             ));
         }
-        crate::actors::callback::check_url(&st.callbacks, &req.callback_url)
+        st.callbacks
+            .check(&req.callback_url)
             .map_err(Problem::validation)?;
         if !st.cluster.ensure_namespace(&req.namespace).await? {
             return Err(Problem::validation(format!(
@@ -319,8 +320,7 @@ impl BrokerApi {
             team: req.team.clone(),
             owner: req.owner.clone(),
             callback_url: req.callback_url.clone(),
-            spec: serde_json::to_value(&req.spec)
-                .map_err(|e| Problem::new(500, "internal_error", e.to_string()))?,
+            spec: StoredSpec::Readable(req.spec.clone()),
             deprovision: None,
         };
         let warning = domain::eol_warning(&req.spec);
@@ -383,7 +383,7 @@ impl BrokerApi {
         let rtype = req.resource_type.as_str();
         let name = record_name(rtype, &req.resource_name);
         if let Some(url) = &req.callback_url {
-            crate::actors::callback::check_url(&st.callbacks, url).map_err(Problem::validation)?;
+            st.callbacks.check(url).map_err(Problem::validation)?;
         }
         let accepted = || DeprovisionAccepted {
             status: "accepted".into(),
@@ -435,7 +435,7 @@ impl BrokerApi {
                     );
                     return Ok(accepted());
                 }
-                Err(e) if e.is_conflict() => continue,
+                Err(e) if e.is_precondition_failed() || e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -483,9 +483,7 @@ impl BrokerApi {
 }
 
 fn find_cached(cluster: &Cluster, id: &DeploymentId) -> Option<Arc<ManagedResource>> {
-    cluster
-        .records()
-        .find(|r| r.spec.deployment_id == id.as_str())
+    cluster.record_by_id(id)
 }
 
 /// Whether an existing record holds the same request; the deploymentId to answer with if so.
@@ -516,23 +514,17 @@ fn same_request(
 }
 
 /// Phase, message and last update of a record, with honest defaults before the lifecycle has written status.
-fn summarize(rec: &ManagedResource) -> (String, String, String) {
+fn summarize(rec: &ManagedResource) -> (domain::Phase, String, String) {
     let status = rec.status.clone().unwrap_or_default();
     let created = rec
         .metadata
         .creation_timestamp
         .as_ref()
-        .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map(|t| k8s::rfc3339(t.0))
         .unwrap_or_else(k8s::now);
-    let deprovisioning =
-        rec.spec.deprovision.is_some() || rec.metadata.deletion_timestamp.is_some();
-    let phase = match status.phase.clone() {
-        Some(p) => p,
-        None if deprovisioning => "Deleting".into(),
-        None => "Provisioning".into(),
-    };
+    let phase = record::phase_of(rec);
     let message = status.message.clone().unwrap_or_else(|| {
-        if deprovisioning {
+        if record::is_deprovisioning(rec) {
             "Deprovisioning requested".into()
         } else {
             "Provisioning request accepted; waiting to start".into()
@@ -543,7 +535,7 @@ fn summarize(rec: &ManagedResource) -> (String, String, String) {
 }
 
 fn resource_state(st: &AppState, rec: &ManagedResource) -> Option<ResourceState> {
-    let desired: domain::DesiredSpec = serde_json::from_value(rec.spec.spec.clone()).ok()?;
+    let desired = rec.spec.spec.desired()?.clone();
     let (phase, message, _) = summarize(rec);
     let status = rec.status.clone().unwrap_or_default();
     let ns = rec.metadata.namespace.clone().unwrap_or_default();
@@ -558,15 +550,8 @@ fn resource_state(st: &AppState, rec: &ManagedResource) -> Option<ResourceState>
         .as_ref()
         .map(|a| domain::drift(&desired, a))
         .unwrap_or_default();
-    let replicas = desired.replicas() as usize;
     let ready = obs.ready_pods();
-    let health = match phase.as_str() {
-        "Ready" if ready >= replicas => "Healthy",
-        "Ready" => "Degraded",
-        _ if obs.statefulset.is_some() && ready < replicas => "Degraded",
-        _ if obs.statefulset.is_some() => "Healthy",
-        _ => "Unknown",
-    };
+    let health = domain::Health::of(phase, ready, desired.replicas());
     let footprint = match &actual {
         Some(a) => domain::actual_footprint(&desired, a, obs.volume_gib),
         None => domain::desired_footprint(&desired),
@@ -607,8 +592,8 @@ fn resource_state(st: &AppState, rec: &ManagedResource) -> Option<ResourceState>
         resource_type: rec.spec.resource_type.clone(),
         resource_name: rec.spec.resource_name.clone(),
         namespace: ns,
-        phase,
-        health_status: health.into(),
+        phase: phase.as_str().to_string(),
+        health_status: health.as_str().to_string(),
         message,
         last_checked: k8s::now(),
         endpoint: status.endpoint,

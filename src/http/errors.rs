@@ -94,8 +94,10 @@ impl From<K8sError> for Problem {
     fn from(e: K8sError) -> Self {
         // Only safe text: the API server's message for an unreachable cluster, a generic line otherwise.
         match &e {
-            K8sError::Unavailable(_) => Problem::kubernetes(e.to_string()),
-            K8sError::Api(s) => {
+            K8sError::Timeout { .. } | K8sError::Unavailable(_) => {
+                Problem::kubernetes(e.to_string())
+            }
+            K8sError::NotFound(s) | K8sError::Rejected(s) => {
                 tracing::error!(code = s.code, reason = %s.reason, message = %s.message, "unexpected Kubernetes API error");
                 Problem::kubernetes(format!(
                     "the Kubernetes API refused the request ({} {})",

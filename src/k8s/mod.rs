@@ -35,15 +35,21 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `/readiness` waits for the API server before calling it unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A failed Kubernetes call, classified for the HTTP layer.
+/// A failed Kubernetes call, classified by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
-    /// The API server could not be reached or did not answer in time.
+    /// The API server did not answer within the call's time limit.
+    #[error("kubernetes API not accessible: no answer within {}s", after.as_secs())]
+    Timeout { after: Duration },
+    /// The API server could not be reached, or is overloaded (5xx, 429): worth trying again.
     #[error("kubernetes API not accessible: {0}")]
     Unavailable(String),
-    /// The API server answered with an error status.
+    /// The object does not exist.
     #[error("kubernetes API error: {0}")]
-    Api(#[source] Box<kube::core::Status>),
+    NotFound(#[source] Box<kube::core::Status>),
+    /// The API server refused the request (4xx other than 404: conflict, invalid, forbidden, …).
+    #[error("kubernetes API error: {0}")]
+    Rejected(#[source] Box<kube::core::Status>),
     /// An object of a kind the broker does not know how to write (a programming error).
     #[error("unsupported object: {0}")]
     Unsupported(String),
@@ -54,15 +60,31 @@ pub enum K8sError {
 
 impl K8sError {
     pub fn is_conflict(&self) -> bool {
-        matches!(self, K8sError::Api(s) if s.is_conflict())
+        matches!(self, K8sError::Rejected(s) if s.is_conflict())
     }
 
     pub fn is_already_exists(&self) -> bool {
-        matches!(self, K8sError::Api(s) if s.is_already_exists())
+        matches!(self, K8sError::Rejected(s) if s.is_already_exists())
     }
 
     pub fn is_not_found(&self) -> bool {
-        matches!(self, K8sError::Api(s) if s.is_not_found())
+        matches!(self, K8sError::NotFound(_))
+    }
+
+    /// A precondition of the request did not hold (a stale resourceVersion, a failed JSON-patch `test`).
+    pub fn is_precondition_failed(&self) -> bool {
+        matches!(self, K8sError::Rejected(s) if s.is_conflict() || s.code == 422)
+    }
+
+    /// The metric label of a call that ended with this error.
+    fn outcome(&self) -> &'static str {
+        match self {
+            K8sError::Timeout { .. } => "timeout",
+            // Expected answers that callers handle (get-or-create, idempotent deletes).
+            K8sError::NotFound(_) => "ok",
+            e if e.is_already_exists() => "ok",
+            _ => "error",
+        }
     }
 }
 
@@ -74,7 +96,8 @@ fn classify(e: kube::Error) -> K8sError {
         kube::Error::Api(s) if s.code >= 500 || s.code == 429 => {
             K8sError::Unavailable(format!("{} ({})", s.message, s.code))
         }
-        kube::Error::Api(s) => K8sError::Api(s),
+        kube::Error::Api(s) if s.is_not_found() => K8sError::NotFound(s),
+        kube::Error::Api(s) => K8sError::Rejected(s),
         kube::Error::HyperError(e) => K8sError::Unavailable(e.to_string()),
         kube::Error::Service(e) => K8sError::Unavailable(e.to_string()),
         other => K8sError::Other(other),
@@ -86,16 +109,13 @@ async fn call<T>(verb: &'static str, f: impl Future<Output = kube::Result<T>>) -
     let out = match tokio::time::timeout(CALL_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(classify(e)),
-        Err(_) => Err(K8sError::Unavailable(format!(
-            "no answer within {}s",
-            CALL_TIMEOUT.as_secs()
-        ))),
+        Err(_) => Err(K8sError::Timeout {
+            after: CALL_TIMEOUT,
+        }),
     };
     let result = match &out {
         Ok(_) => "ok",
-        Err(K8sError::Unavailable(m)) if m.starts_with("no answer") => "timeout",
-        Err(K8sError::Api(s)) if s.is_not_found() || s.is_already_exists() => "ok",
-        Err(_) => "error",
+        Err(e) => e.outcome(),
     };
     crate::metrics::kubernetes_call(verb, result);
     out
@@ -161,6 +181,13 @@ impl Cluster {
     /// The record store (reads never go to the API server).
     pub fn records(&self) -> &reflector::Store<ManagedResource> {
         &self.stores.records
+    }
+
+    /// A record by deployment id, from the cache.
+    pub fn record_by_id(&self, id: &crate::domain::DeploymentId) -> Option<Arc<ManagedResource>> {
+        self.stores
+            .records
+            .find(|r| r.spec.deployment_id == id.as_str())
     }
 
     /// Whether every reflector has completed its first list.
@@ -287,12 +314,15 @@ impl Cluster {
             requested_at: now(),
             callback_url,
         };
-        // A merge patch with a resourceVersion precondition: a concurrent change makes this fail rather than
-        // lose either write.
-        let patch = json!({
-            "metadata": {"resourceVersion": rec.metadata.resource_version},
-            "spec": {"deprovision": req}
-        });
+        // A JSON patch whose `test`s make it apply to this very record (uid) of this deployment only: a record
+        // deleted and created again under the same name in between is left alone. No resourceVersion
+        // precondition: the lifecycle writes status all the time, and a deprovision must not lose that race.
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/uid", "value": rec.metadata.uid},
+            {"op": "test", "path": "/spec/deploymentId", "value": rec.spec.deployment_id},
+            {"op": "add", "path": "/spec/deprovision", "value": req}
+        ]))
+        .expect("static JSON patch");
         call(
             "patch",
             api.patch(
@@ -301,7 +331,7 @@ impl Cluster {
                     field_manager: Some(FIELD_MANAGER.into()),
                     ..Default::default()
                 },
-                &Patch::Merge(&patch),
+                &Patch::<()>::Json(patch),
             ),
         )
         .await?;
@@ -462,7 +492,10 @@ fn api_resource(obj: &serde_json::Value) -> Option<(ApiResource, bool)> {
 
 /// RFC 3339 UTC, seconds precision.
 pub fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    rfc3339(jiff::Timestamp::now())
+}
+
+/// A time as RFC 3339 UTC, seconds precision (what every status and callback carries).
+pub fn rfc3339(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
