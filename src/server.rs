@@ -133,9 +133,11 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         callbacks: callbacks.clone(),
         timing: args.lifecycle_settings(),
         namespace_concurrency: args.namespace_concurrency,
-        image_registry: args.image_registry.clone().filter(|s| !s.is_empty()),
-        cluster_domain: args.cluster_domain.clone(),
-        encrypted_storage_class: encrypted_sc.clone(),
+        workload: k8s::workload::WorkloadOptions {
+            image_registry: args.image_registry.clone().filter(|s| !s.is_empty()),
+            cluster_domain: args.cluster_domain.clone(),
+            encrypted_storage_class: encrypted_sc.clone(),
+        },
         prices: args.prices(),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
     });

@@ -20,9 +20,9 @@ use super::lifecycle::{
 use super::throttle::{Permit, ThrottleMsg, ThrottleRef};
 use crate::domain::{self, DeploymentId, DesiredSpec, Phase};
 use crate::k8s::record::{ManagedResource, ManagedResourceStatus};
-use crate::k8s::render::{self, Credentials, Owner, RenderContext, TlsMaterial};
+use crate::k8s::render;
 use crate::k8s::state::{self, Observation};
-use crate::k8s::{K8sError, rfc3339};
+use crate::k8s::{K8sError, rfc3339, workload};
 
 /// The exit reason of an actor whose deployment is done (Deleted told, finalizer removed).
 pub const FINISHED: &str = "finished";
@@ -178,7 +178,11 @@ impl DeploymentState {
     }
 
     fn endpoint(&self) -> String {
-        render::endpoint(self.resource_name(), &self.ns, &self.lc.cluster_domain)
+        render::endpoint(
+            self.resource_name(),
+            &self.ns,
+            &self.lc.workload.cluster_domain,
+        )
     }
 
     fn port(&self) -> Option<u16> {
@@ -322,7 +326,7 @@ impl DeploymentState {
                 let rec = self.record.clone();
                 self.spawn_call(
                     myself,
-                    async move { apply_all(&lc, &rec).await },
+                    async move { workload::apply(&lc.cluster, &rec, &lc.workload).await },
                     DeploymentMsg::Applied,
                 );
             }
@@ -539,93 +543,4 @@ impl Actor for Deployment {
         });
         Ok(())
     }
-}
-
-fn secret_field(s: &Option<k8s_openapi::api::core::v1::Secret>, k: &str) -> Option<String> {
-    s.as_ref()
-        .and_then(|s| s.data.as_ref())
-        .and_then(|d| d.get(k))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-}
-
-/// Renders and applies every object of the deployment (idempotent: server-side apply).
-async fn apply_all(lc: &Lifecycle, rec: &ManagedResource) -> Result<(), K8sError> {
-    let Some(desired) = rec.spec.spec.desired() else {
-        return Err(K8sError::Unsupported(
-            "the stored spec cannot be read".into(),
-        ));
-    };
-    let ns = rec.metadata.namespace.clone().unwrap_or_default();
-    let name = &rec.spec.resource_name;
-    // Credentials are generated once and kept: re-rendering must not rotate a password under a running database.
-    let existing = lc
-        .cluster
-        .get_secret(&ns, &render::credentials_secret_name(name))
-        .await?;
-    let info = desired.engine.info();
-    let credentials = Credentials {
-        username: secret_field(&existing, "username")
-            .unwrap_or_else(|| info.default_username.to_string()),
-        password: secret_field(&existing, "password").unwrap_or_else(render::generate_password),
-        database: secret_field(&existing, "database")
-            .unwrap_or_else(|| info.default_database.to_string()),
-    };
-    let tls = if desired.encryption.in_transit {
-        let current = lc.cluster.get_secret(&ns, &format!("{name}-tls")).await?;
-        match (
-            secret_field(&current, "ca.crt"),
-            secret_field(&current, "tls.crt"),
-            secret_field(&current, "tls.key"),
-        ) {
-            (Some(ca_crt), Some(tls_crt), Some(tls_key)) => Some(TlsMaterial {
-                ca_crt,
-                tls_crt,
-                tls_key,
-            }),
-            _ => {
-                let names = vec![
-                    name.clone(),
-                    format!("{name}.{ns}"),
-                    format!("{name}.{ns}.svc"),
-                    render::endpoint(name, &ns, &lc.cluster_domain),
-                    format!(
-                        "*.{}.{ns}.svc.{}",
-                        render::headless_service_name(name),
-                        lc.cluster_domain
-                    ),
-                ];
-                Some(render::generate_tls(&names).map_err(K8sError::Unsupported)?)
-            }
-        }
-    } else {
-        None
-    };
-    let uid = rec.metadata.uid.clone().unwrap_or_default();
-    let record_name = rec.metadata.name.clone().unwrap_or_default();
-    let ctx = RenderContext {
-        owner: Owner {
-            api_version: "kidp.io/v1alpha1",
-            kind: "ManagedResource",
-            name: &record_name,
-            uid: &uid,
-        },
-        namespace: &ns,
-        deployment_id: &rec.spec.deployment_id,
-        resource_type: &rec.spec.resource_type,
-        resource_name: name,
-        team: &rec.spec.team,
-        image_registry: lc.image_registry.as_deref(),
-        storage_class: if desired.encryption.at_rest {
-            lc.encrypted_storage_class.as_deref()
-        } else {
-            None
-        },
-        credentials: &credentials,
-        tls: tls.as_ref(),
-        cluster_domain: &lc.cluster_domain,
-    };
-    for obj in render::render(desired, &ctx) {
-        lc.cluster.apply(&obj).await?;
-    }
-    Ok(())
 }

@@ -33,10 +33,8 @@ pub struct Lifecycle {
     pub timing: lifecycle::Settings,
     /// Deployments provisioning at once per namespace.
     pub namespace_concurrency: usize,
-    /// Prefix for engine images (private registries); `None` uses Docker Hub's official images.
-    pub image_registry: Option<String>,
-    pub cluster_domain: String,
-    pub encrypted_storage_class: Option<String>,
+    /// How workloads are rendered (image registry, cluster domain, encrypting StorageClass).
+    pub workload: crate::k8s::workload::WorkloadOptions,
     pub prices: PriceTable,
     /// How often each actor re-evaluates without an event (timeouts, grace periods, a dropped nudge).
     pub resync: Duration,

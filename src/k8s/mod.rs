@@ -7,6 +7,7 @@ pub mod record;
 pub mod render;
 pub mod state;
 pub mod usage;
+pub mod workload;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
