@@ -580,3 +580,46 @@ async fn callbacks_retry_with_growing_intervals_until_delivered_in_order() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_deprovision_to_an_unreachable_manager_still_finishes_after_the_delivery_lifetime() {
+    let env = common::start_fast(&["--callback-delivery-lifetime-seconds", "2"]).await;
+    // Nothing listens on port 9 here: every attempt is refused, like the reference's `http://manager:9090`.
+    let dead = "http://127.0.0.1:9/v1/callback";
+    let id = accept(
+        &env,
+        &provision("lonely", "team-u", "redis", "7.2", "small", dead),
+    )
+    .await;
+    eventually("Ready", LONG, || async {
+        (phase_of(&env, &id).await == "Ready").then_some(())
+    })
+    .await;
+    let (code, resp) = env
+        .post(
+            "/v1/deprovision",
+            &json!({"deploymentId": id, "resourceType": "database", "resourceName": "lonely", "namespace": "team-u", "callbackUrl": dead}),
+        )
+        .await;
+    assert_eq!(code, 202, "{resp}");
+    eventually(
+        "record gone despite undeliverable callbacks",
+        LONG,
+        || async {
+            let (code, _) = env.get(&format!("/v1/status?id={id}")).await;
+            (code == 404).then_some(())
+        },
+    )
+    .await;
+    let m = env.metrics().await;
+    let abandoned: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("broker_callbacks_total{") && l.contains("result=\"abandoned\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        abandoned >= 4.0,
+        "Provisioning, Ready, Deleting and Deleted abandoned:\n{m}"
+    );
+    env.stop().await;
+}
