@@ -6,6 +6,8 @@
 //! - [`domain`]: the shared vocabulary, validation, catalogue, cost and drift — pure, no I/O.
 //! - `http`: the REST surface (poem-openapi), the error body, Swagger UI and the spec.
 //! - `k8s`: the Kubernetes client, intent records, reflector stores, `--dev`'s embedded kubesim.
+//! - `usecases`: accepting provisions and deprovisions, and the views of what runs (between `http` and the
+//!   cluster; business rules, authorization and quotas live here).
 //! - `actors`: the lifecycle — a supervisor and one actor per deployment, the namespace throttle, callbacks.
 //! - `metrics`: every exported metric, described once.
 //! - [`run`]: wires it together and serves until SIGTERM/SIGINT.
@@ -18,6 +20,7 @@ mod http;
 mod k8s;
 mod metrics;
 mod server;
+mod usecases;
 
 pub use server::{Running, run, start};
 

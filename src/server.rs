@@ -11,8 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Args;
-use crate::http::{self, AppState};
+use crate::http;
 use crate::k8s::{self, Cluster};
+use crate::usecases::Broker;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,7 +145,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     let supervisor = crate::actors::start(lifecycle).await?;
     let usage = Arc::new(k8s::usage::UsageCache::default());
     tokio::spawn(k8s::usage::run(Arc::downgrade(&cluster), usage.clone()));
-    let state = Arc::new(AppState {
+    let state = Arc::new(Broker {
         usage,
         cluster,
         encrypted_storage_class: encrypted_sc,

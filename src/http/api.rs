@@ -1,5 +1,5 @@
-//! The operations of the REST API. Handlers parse into domain types, talk to the cluster layer, and answer;
-//! they never build Kubernetes objects themselves.
+//! The operations of the REST API. Handlers parse into domain types, call one use case, and map its answer to
+//! the wire types; business rules live in `crate::usecases`.
 
 use std::sync::Arc;
 
@@ -11,25 +11,12 @@ use super::body::{ValidJson, ValidatedBody};
 use super::errors::{DeprovisionError, Problem, ProvisionError, QueryBodyError, QueryError};
 use super::types::*;
 use crate::domain::{self, DeploymentId, ProvisionRequest, ResourcesQuery};
-use crate::k8s::record::{ManagedResource, ManagedResourceSpec, StoredSpec, record_name};
-use crate::k8s::{self, Cluster, record};
+use crate::k8s;
 use crate::metrics;
+use crate::usecases::{Broker, ResourceView, SpecView};
 
 /// The broker version reported by `/health` and `/readiness`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// What the handlers share.
-pub struct AppState {
-    pub cluster: Arc<Cluster>,
-    /// The StorageClass used for `encryption.atRest`; `None` refuses such requests.
-    pub encrypted_storage_class: Option<String>,
-    /// Where callbacks may go (checked at provision time).
-    pub callbacks: domain::CallbackUrlPolicy,
-    /// The price table for cost estimates.
-    pub prices: domain::PriceTable,
-    /// Pod usage from the metrics API.
-    pub usage: Arc<k8s::usage::UsageCache>,
-}
 
 #[derive(Tags)]
 enum ApiTags {
@@ -43,11 +30,11 @@ enum ApiTags {
 
 /// The REST API. `state` is `None` only when the spec is generated without a cluster.
 pub struct BrokerApi {
-    pub state: Option<Arc<AppState>>,
+    pub state: Option<Arc<Broker>>,
 }
 
 impl BrokerApi {
-    fn state(&self) -> Result<&Arc<AppState>, Problem> {
+    fn state(&self) -> Result<&Arc<Broker>, Problem> {
         self.state
             .as_ref()
             .ok_or_else(|| Problem::kubernetes("the broker is not connected to a cluster"))
@@ -172,7 +159,18 @@ impl BrokerApi {
     ) -> Result<ProvisionResponse, ProvisionError> {
         let req = body.0.0;
         let rtype = req.resource_type.as_str().to_string();
-        let out = self.do_provision(req).await;
+        let out = match self.state() {
+            Ok(b) => b
+                .accept_provision(req)
+                .await
+                .map(|a| ProvisionAccepted {
+                    status: "accepted".into(),
+                    deployment_id: a.deployment_id.to_string(),
+                    message: a.message,
+                })
+                .map_err(Problem::from),
+            Err(p) => Err(p),
+        };
         metrics::provision_request(
             &rtype,
             match &out {
@@ -199,7 +197,17 @@ impl BrokerApi {
     ) -> Result<DeprovisionResponse, DeprovisionError> {
         let req = body.0.0;
         let rtype = req.resource_type.as_str().to_string();
-        let out = self.do_deprovision(req).await;
+        let out = match self.state() {
+            Ok(b) => b
+                .accept_deprovision(req)
+                .await
+                .map(|a| DeprovisionAccepted {
+                    status: "accepted".into(),
+                    message: a.message,
+                })
+                .map_err(Problem::from),
+            Err(p) => Err(p),
+        };
         metrics::deprovision_request(
             &rtype,
             match &out {
@@ -228,23 +236,12 @@ impl BrokerApi {
         let st = self.state()?;
         let id = DeploymentId::parse(&id.0)
             .ok_or_else(|| Problem::validation("id must look like deploy-<32 hex characters>"))?;
-        let rec = match find_cached(&st.cluster, &id) {
-            Some(r) => r,
-            // Just accepted and not yet seen by the watch: ask the API server rather than answer 404.
-            None => st
-                .cluster
-                .find_by_id(id.as_str())
-                .await
-                .map_err(Problem::from)?
-                .map(Arc::new)
-                .ok_or_else(|| Problem::not_found(format!("deployment {id} not found")))?,
-        };
-        let (phase, message, last_updated) = summarize(&rec);
+        let v = st.status(&id).await.map_err(Problem::from)?;
         Ok(Json(DeploymentStatus {
-            deployment_id: id.to_string(),
-            phase: phase.as_str().to_string(),
-            message,
-            last_updated,
+            deployment_id: v.deployment_id.to_string(),
+            phase: v.phase.as_str().to_string(),
+            message: v.message,
+            last_updated: v.last_updated,
         }))
     }
 
@@ -295,185 +292,13 @@ impl BrokerApi {
 }
 
 impl BrokerApi {
-    async fn do_provision(&self, req: ProvisionRequest) -> Result<ProvisionAccepted, Problem> {
-        let st = self.state()?;
-        if req.spec.encryption.at_rest && st.encrypted_storage_class.is_none() {
-            return Err(Problem::validation(
-                "spec.encryption.atRest requires an encrypting StorageClass and this broker has none configured (--encrypted-storage-class)",
-            ));
-        }
-        st.callbacks
-            .check(&req.callback_url)
-            .map_err(Problem::validation)?;
-        if !st.cluster.ensure_namespace(&req.namespace).await? {
-            return Err(Problem::validation(format!(
-                "namespace \"{}\" does not exist",
-                req.namespace
-            )));
-        }
-        let rtype = req.resource_type.as_str();
-        let name = record_name(rtype, &req.resource_name);
-        let want = ManagedResourceSpec {
-            deployment_id: DeploymentId::generate().to_string(),
-            resource_type: rtype.to_string(),
-            resource_name: req.resource_name.clone(),
-            team: req.team.clone(),
-            owner: req.owner.clone(),
-            callback_url: req.callback_url.clone(),
-            spec: StoredSpec::Readable(req.spec.clone()),
-            deprovision: None,
-        };
-        let warning = domain::eol_warning(&req.spec);
-        let accepted = |id: &str| ProvisionAccepted {
-            status: "accepted".into(),
-            deployment_id: id.to_string(),
-            message: match &warning {
-                Some(w) => format!(
-                    "Provisioning request accepted for {rtype}/{}; {w}",
-                    req.resource_name
-                ),
-                None => format!(
-                    "Provisioning request accepted for {rtype}/{}",
-                    req.resource_name
-                ),
-            },
-        };
-        // Two rounds at most: a concurrent first request may win the create between our read and our write.
-        for _ in 0..2 {
-            if let Some(existing) = st.cluster.get_record(&req.namespace, &name).await? {
-                return same_request(&existing, &want, &req).map(|id| accepted(&id));
-            }
-            match st
-                .cluster
-                .create_record(
-                    &req.namespace,
-                    &name,
-                    want.clone(),
-                    req.spec.engine.as_str(),
-                )
-                .await
-            {
-                Ok(rec) => {
-                    tracing::info!(
-                        audit = true,
-                        action = "provision",
-                        deployment_id = %rec.spec.deployment_id,
-                        namespace = %req.namespace,
-                        resource = %format!("{rtype}/{}", req.resource_name),
-                        team = %req.team,
-                        owner = %req.owner,
-                        "provision accepted"
-                    );
-                    return Ok(accepted(&rec.spec.deployment_id));
-                }
-                Err(e) if e.is_already_exists() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Problem::conflict(
-            "the resource changed concurrently; retry the request",
-        ))
-    }
-
-    async fn do_deprovision(
-        &self,
-        req: domain::DeprovisionRequest,
-    ) -> Result<DeprovisionAccepted, Problem> {
-        let st = self.state()?;
-        let rtype = req.resource_type.as_str();
-        let name = record_name(rtype, &req.resource_name);
-        if let Some(url) = &req.callback_url {
-            st.callbacks.check(url).map_err(Problem::validation)?;
-        }
-        let accepted = || DeprovisionAccepted {
-            status: "accepted".into(),
-            message: format!(
-                "Deprovisioning request accepted for deployment {}",
-                req.deployment_id
-            ),
-        };
-        for _ in 0..3 {
-            let rec = st.cluster.get_record(&req.namespace, &name).await?;
-            let rec = match rec {
-                Some(r) if r.spec.deployment_id == req.deployment_id.as_str() => r,
-                _ => {
-                    return Err(
-                        match st.cluster.find_by_id(req.deployment_id.as_str()).await? {
-                            Some(other) => Problem::validation(format!(
-                                "deploymentId {} belongs to {}/{} in namespace {}, not {rtype}/{} in namespace {}",
-                                req.deployment_id,
-                                other.spec.resource_type,
-                                other.spec.resource_name,
-                                other.metadata.namespace.as_deref().unwrap_or(""),
-                                req.resource_name,
-                                req.namespace
-                            )),
-                            None => Problem::not_found(format!(
-                                "deployment {} not found",
-                                req.deployment_id
-                            )),
-                        },
-                    );
-                }
-            };
-            if rec.spec.deprovision.is_some() || rec.metadata.deletion_timestamp.is_some() {
-                return Ok(accepted());
-            }
-            match st
-                .cluster
-                .request_deprovision(&rec, req.callback_url.clone())
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(
-                        audit = true,
-                        action = "deprovision",
-                        deployment_id = %req.deployment_id,
-                        namespace = %req.namespace,
-                        resource = %format!("{rtype}/{}", req.resource_name),
-                        "deprovision accepted"
-                    );
-                    return Ok(accepted());
-                }
-                Err(e) if e.is_precondition_failed() || e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Problem::conflict(
-            "the deployment changed concurrently; retry the request",
-        ))
-    }
-
     fn query(&self, q: &ResourcesQuery) -> Result<ResourceList, Problem> {
-        let st = self.state()?;
-        if !st.cluster.synced() {
-            return Err(Problem::kubernetes(
-                "the broker has not finished reading the cluster yet; retry shortly",
-            ));
-        }
-        let mut resources: Vec<ResourceState> = st
-            .cluster
-            .records()
-            .state()
+        let resources: Vec<ResourceState> = self
+            .state()?
+            .resources(q)?
             .into_iter()
-            .filter(|r| r.metadata.namespace.as_deref() == Some(q.namespace.as_str()))
-            .filter(|r| {
-                q.resource_type
-                    .is_none_or(|t| r.spec.resource_type == t.as_str())
-            })
-            .filter(|r| {
-                q.resource_name
-                    .as_deref()
-                    .is_none_or(|n| r.spec.resource_name == n)
-            })
-            .filter(|r| {
-                q.deployment_id
-                    .as_ref()
-                    .is_none_or(|id| r.spec.deployment_id == id.as_str())
-            })
-            .filter_map(|r| resource_state(st, &r))
+            .map(resource_state)
             .collect();
-        resources.sort_by(|a, b| a.resource_name.cmp(&b.resource_name));
         Ok(ResourceList {
             total: resources.len() as u32,
             namespace: q.namespace.clone(),
@@ -482,132 +307,41 @@ impl BrokerApi {
     }
 }
 
-fn find_cached(cluster: &Cluster, id: &DeploymentId) -> Option<Arc<ManagedResource>> {
-    cluster.record_by_id(id)
-}
-
-/// Whether an existing record holds the same request; the deploymentId to answer with if so.
-fn same_request(
-    existing: &ManagedResource,
-    want: &ManagedResourceSpec,
-    req: &ProvisionRequest,
-) -> Result<String, Problem> {
-    let what = format!("{}/{}", want.resource_type, want.resource_name);
-    if existing.spec.deprovision.is_some() || existing.metadata.deletion_timestamp.is_some() {
-        return Err(Problem::conflict(format!(
-            "{what} in namespace {} is being deprovisioned (deployment {}); provision it again once it is Deleted",
-            req.namespace, existing.spec.deployment_id
-        )));
-    }
-    let same = existing.spec.team == want.team
-        && existing.spec.owner == want.owner
-        && existing.spec.callback_url == want.callback_url
-        && existing.spec.spec == want.spec;
-    if same {
-        Ok(existing.spec.deployment_id.clone())
-    } else {
-        Err(Problem::conflict(format!(
-            "{what} already exists in namespace {} with a different spec (deployment {})",
-            req.namespace, existing.spec.deployment_id
-        )))
-    }
-}
-
-/// Phase, message and last update of a record, with honest defaults before the lifecycle has written status.
-fn summarize(rec: &ManagedResource) -> (domain::Phase, String, String) {
-    let status = rec.status.clone().unwrap_or_default();
-    let created = rec
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| k8s::rfc3339(t.0))
-        .unwrap_or_else(k8s::now);
-    let phase = record::phase_of(rec);
-    let message = status.message.clone().unwrap_or_else(|| {
-        if record::is_deprovisioning(rec) {
-            "Deprovisioning requested".into()
-        } else {
-            "Provisioning request accepted; waiting to start".into()
-        }
-    });
-    let last = status.last_updated.clone().unwrap_or(created);
-    (phase, message, last)
-}
-
-fn resource_state(st: &AppState, rec: &ManagedResource) -> Option<ResourceState> {
-    let desired = rec.spec.spec.desired()?.clone();
-    let (phase, message, _) = summarize(rec);
-    let status = rec.status.clone().unwrap_or_default();
-    let ns = rec.metadata.namespace.clone().unwrap_or_default();
-    let obs = k8s::state::observe(
-        st.cluster.stores(),
-        &ns,
-        &rec.spec.resource_name,
-        &rec.spec.deployment_id,
-    );
-    let actual = obs.actual_spec(&desired);
-    let drift = actual
-        .as_ref()
-        .map(|a| domain::drift(&desired, a))
-        .unwrap_or_default();
-    let ready = obs.ready_pods();
-    let health = domain::Health::of(phase, ready, desired.replicas());
-    let footprint = match &actual {
-        Some(a) => domain::actual_footprint(&desired, a, obs.volume_gib),
-        None => domain::desired_footprint(&desired),
-    };
-    let usage = obs.statefulset.as_ref().map(|_| {
-        let mut cpu = 0;
-        let mut mem = 0;
-        let mut reason = None;
-        for p in &obs.pods {
-            let name = p.metadata.name.clone().unwrap_or_default();
-            match st.usage.pod(&ns, &name) {
-                Ok(Some(u)) => {
-                    cpu += u.cpu_millis;
-                    mem += u.memory_mib;
-                }
-                Ok(None) => {}
-                Err(r) => reason = Some(r),
-            }
-        }
-        let known = reason.is_none();
-        ResourceUsage {
-            cpu_usage: known.then(|| format!("{cpu}m")),
-            memory_usage: known.then(|| format!("{mem}Mi")),
-            storage_usage: obs.storage_gib.map(|g| format!("{g}Gi")),
-            replicas: ready as u32,
-            unavailable_reason: reason,
-        }
-    });
-    let summary = |v: Option<String>, size: Option<domain::Size>| SpecSummary {
-        engine: desired.engine.as_str().into(),
-        version: v.unwrap_or_else(|| "unknown".into()),
-        size: size
+fn spec_summary(v: SpecView) -> SpecSummary {
+    SpecSummary {
+        engine: v.engine,
+        version: v.version.unwrap_or_else(|| "unknown".into()),
+        size: v
+            .size
             .map(|s| s.as_str().to_string())
             .unwrap_or_else(|| "custom".into()),
-    };
-    Some(ResourceState {
-        deployment_id: rec.spec.deployment_id.clone(),
-        resource_type: rec.spec.resource_type.clone(),
-        resource_name: rec.spec.resource_name.clone(),
-        namespace: ns,
-        phase: phase.as_str().to_string(),
-        health_status: health.as_str().to_string(),
-        message,
+    }
+}
+
+fn resource_state(v: ResourceView) -> ResourceState {
+    ResourceState {
+        deployment_id: v.deployment_id,
+        resource_type: v.resource_type,
+        resource_name: v.resource_name,
+        namespace: v.namespace,
+        phase: v.phase.as_str().to_string(),
+        health_status: v.health.as_str().to_string(),
+        message: v.message,
         last_checked: k8s::now(),
-        endpoint: status.endpoint,
-        port: status.port,
-        connection_secret: status.connection_secret,
-        actual_spec: actual.as_ref().map(|a| summary(a.version.clone(), a.size)),
-        desired_spec: SpecSummary {
-            engine: desired.engine.as_str().into(),
-            version: desired.version.clone(),
-            size: desired.size.as_str().into(),
-        },
-        drift_detected: !drift.is_empty(),
-        drift_details: drift,
-        resource_usage: usage,
-        estimated_monthly_cost: domain::monthly_cost(&st.prices, &footprint),
-    })
+        endpoint: v.endpoint,
+        port: v.port,
+        connection_secret: v.connection_secret,
+        actual_spec: v.actual.map(spec_summary),
+        desired_spec: spec_summary(v.desired),
+        drift_detected: !v.drift.is_empty(),
+        drift_details: v.drift,
+        resource_usage: v.usage.map(|u| ResourceUsage {
+            cpu_usage: u.cpu_millis.map(|c| format!("{c}m")),
+            memory_usage: u.memory_mib.map(|m| format!("{m}Mi")),
+            storage_usage: u.storage_gib.map(|g| format!("{g}Gi")),
+            replicas: u.replicas,
+            unavailable_reason: u.unavailable_reason,
+        }),
+        estimated_monthly_cost: v.estimated_monthly_cost,
+    }
 }

@@ -13,6 +13,7 @@ use poem_openapi::{ApiResponse, Object};
 
 use crate::domain::ValidationError;
 use crate::k8s::K8sError;
+use crate::usecases::Refusal;
 
 /// The error body.
 #[derive(Object, Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,18 @@ impl Problem {
 impl From<ValidationError> for Problem {
     fn from(e: ValidationError) -> Self {
         Problem::validation(e.message)
+    }
+}
+
+impl From<Refusal> for Problem {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Invalid(m) => Problem::validation(m),
+            Refusal::NotFound(m) => Problem::not_found(m),
+            Refusal::Conflict(m) => Problem::conflict(m),
+            Refusal::NotReady(m) => Problem::kubernetes(m),
+            Refusal::Cluster(e) => e.into(),
+        }
     }
 }
 

@@ -15,8 +15,9 @@ use poem::http::StatusCode;
 use poem::{Endpoint, EndpointExt, IntoResponse, Route};
 use poem_openapi::OpenApiService;
 
-pub use self::api::{AppState, BrokerApi, VERSION};
+pub use self::api::{BrokerApi, VERSION};
 use self::body::BodyLimit;
+use crate::usecases::Broker;
 
 /// The routes the API serves with their methods: bounded metric labels, and the `Allow` header of a 405.
 const KNOWN_ROUTES: &[(&str, &str)] = &[
@@ -32,7 +33,7 @@ const KNOWN_ROUTES: &[(&str, &str)] = &[
 ];
 
 /// The one place that builds the OpenAPI service: the server and `kidp-broker openapi` both use it.
-pub fn openapi_service(state: Option<Arc<AppState>>) -> OpenApiService<BrokerApi, ()> {
+pub fn openapi_service(state: Option<Arc<Broker>>) -> OpenApiService<BrokerApi, ()> {
     OpenApiService::new(BrokerApi { state }, "KIDP Deployment Broker", VERSION)
         .description(
             "Provisions and deprovisions resources (databases: postgresql, mysql, mongodb, redis) in Kubernetes \
@@ -54,7 +55,7 @@ pub fn spec_yaml() -> String {
 }
 
 /// The whole HTTP application.
-pub fn app(state: Arc<AppState>, max_body_bytes: usize) -> impl Endpoint {
+pub fn app(state: Arc<Broker>, max_body_bytes: usize) -> impl Endpoint {
     let api = openapi_service(Some(state));
     let json = spec_json();
     let yaml = spec_yaml();
