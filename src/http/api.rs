@@ -121,7 +121,7 @@ impl BrokerApi {
         Json(Health {
             status: "healthy".into(),
             version: VERSION.into(),
-            time: k8s::now(),
+            time: k8s::now().into(),
         })
     }
 
@@ -223,10 +223,10 @@ impl BrokerApi {
     async fn status(
         &self,
         /// Deployment id (`deploy-` + 32 hex characters).
-        id: Query<String>,
+        id: Query<Text<DeploymentIdRule>>,
     ) -> Result<Json<DeploymentStatus>, QueryError> {
         let st = self.state()?;
-        let id = DeploymentId::parse(&id.0)
+        let id = DeploymentId::parse(id.0.as_str())
             .ok_or_else(|| Problem::validation("id must look like deploy-<32 hex characters>"))?;
         let rec = match find_cached(&st.cluster, &id) {
             Some(r) => r,
@@ -242,9 +242,9 @@ impl BrokerApi {
         let (phase, message, last_updated) = summarize(&rec);
         Ok(Json(DeploymentStatus {
             deployment_id: id.to_string(),
-            phase: phase.as_str().to_string(),
+            phase: phase.into(),
             message,
-            last_updated,
+            last_updated: last_updated.into(),
         }))
     }
 
@@ -258,22 +258,22 @@ impl BrokerApi {
     async fn resources(
         &self,
         /// Kubernetes namespace.
-        namespace: Query<String>,
+        namespace: Query<Text<NamespaceRule>>,
         /// database, cache or topic.
         #[oai(name = "resourceType")]
-        resource_type: Query<Option<String>>,
+        resource_type: Query<Option<Text<OrEmpty<ResourceTypeRule>>>>,
         /// Resource name.
         #[oai(name = "resourceName")]
-        resource_name: Query<Option<String>>,
+        resource_name: Query<Option<Text<OrEmpty<ResourceNameRule>>>>,
         /// Deployment id.
         #[oai(name = "deploymentId")]
-        deployment_id: Query<Option<String>>,
+        deployment_id: Query<Option<Text<OrEmpty<DeploymentIdRule>>>>,
     ) -> Result<Json<ResourceList>, QueryError> {
         let q = domain::parse_resources_query(
-            Some(&namespace.0),
-            resource_type.0.as_deref(),
-            resource_name.0.as_deref(),
-            deployment_id.0.as_deref(),
+            Some(namespace.0.as_str()),
+            resource_type.0.as_ref().map(Text::as_str),
+            resource_name.0.as_ref().map(Text::as_str),
+            deployment_id.0.as_ref().map(Text::as_str),
         )
         .map_err(Problem::from)?;
         Ok(Json(self.query(&q)?))
@@ -592,10 +592,10 @@ fn resource_state(st: &AppState, rec: &ManagedResource) -> Option<ResourceState>
         resource_type: rec.spec.resource_type.clone(),
         resource_name: rec.spec.resource_name.clone(),
         namespace: ns,
-        phase: phase.as_str().to_string(),
-        health_status: health.as_str().to_string(),
+        phase: phase.into(),
+        health_status: health.into(),
         message,
-        last_checked: k8s::now(),
+        last_checked: k8s::now().into(),
         endpoint: status.endpoint,
         port: status.port,
         connection_secret: status.connection_secret,
