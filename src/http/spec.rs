@@ -5,6 +5,9 @@
 //!   (poem-openapi's `additionalProperties` is a schema, never `false`), as the domain refuses unknown fields.
 //! - Each documented error response's own example body (poem-openapi has examples per schema, not per
 //!   response, and every error response shares the one error body schema).
+//! - Names for enum values that are not identifiers (`x-enum-varnames`, read by openapi-python-client and
+//!   openapi-generator): version `15` becomes `V15` in a generated client rather than `VALUE_3`, a name that
+//!   changes meaning whenever the catalogue adds a version.
 
 use std::collections::BTreeSet;
 
@@ -21,7 +24,36 @@ pub fn refine(raw: &str) -> Value {
     let mut doc: Value = serde_json::from_str(raw).expect("poem-openapi emits valid JSON");
     close_request_objects(&mut doc);
     add_error_examples(&mut doc);
+    name_enum_values(&mut doc["components"]["schemas"]);
     doc
+}
+
+/// `x-enum-varnames` for every string enum with a value that does not start with a letter (`15`, `8.0`):
+/// `V` + the value with `.` as `_`. Enums with an empty or null value (the "empty means any" query fields) are
+/// left alone: those values have no sensible name.
+fn name_enum_values(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Array(values)) = m.get("enum") {
+                let texts: Option<Vec<&str>> = values.iter().map(Value::as_str).collect();
+                if let Some(texts) = texts
+                    && texts.iter().all(|t| !t.is_empty())
+                    && texts
+                        .iter()
+                        .any(|t| !t.starts_with(|c: char| c.is_ascii_alphabetic()))
+                {
+                    let names: Vec<String> = texts
+                        .iter()
+                        .map(|t| format!("V{}", t.replace('.', "_")))
+                        .collect();
+                    m.insert("x-enum-varnames".into(), json!(names));
+                }
+            }
+            m.values_mut().for_each(name_enum_values);
+        }
+        Value::Array(items) => items.iter_mut().for_each(name_enum_values),
+        _ => {}
+    }
 }
 
 /// The component names a schema refers to, directly or through `properties`, `items`, `allOf`, `oneOf`,
@@ -194,6 +226,15 @@ mod tests {
             assert_eq!(
                 v["properties"]["version"]["enum"],
                 json!(versions),
+                "{name}"
+            );
+            let names: Vec<String> = versions
+                .iter()
+                .map(|v| format!("V{}", v.replace('.', "_")))
+                .collect();
+            assert_eq!(
+                v["properties"]["version"]["x-enum-varnames"],
+                json!(names),
                 "{name}"
             );
             assert_eq!(v["properties"]["size"]["$ref"], "#/components/schemas/Size");
