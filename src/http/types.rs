@@ -427,9 +427,11 @@ pub struct SpecSettingsDoc {
 /// a generated client can neither omit `size` nor pair mysql with version 15.
 #[derive(Debug, Clone)]
 pub struct ResourceSpecDoc {
+    /// Which variant: the engine.
     pub engine: Engine,
     /// One of the engine's versions in the catalogue.
     pub version: String,
+    /// Size and the optional settings, the same for every engine.
     pub settings: SpecSettingsDoc,
 }
 
@@ -778,7 +780,8 @@ pub struct ResourceUsage {
     pub unavailable_reason: Option<String>,
 }
 
-/// The state of one managed resource.
+/// The state of one managed resource. `actualSpec` is absent until the broker has observed the workload,
+/// `resourceUsage` until the workload runs.
 #[derive(Object, Debug, Clone, PartialEq)]
 #[oai(rename_all = "camelCase")]
 pub struct ResourceState {
@@ -797,13 +800,14 @@ pub struct ResourceState {
     pub port: Option<u16>,
     #[oai(skip_serializing_if_is_none)]
     pub connection_secret: Option<String>,
-    /// What is observed running; null until the broker has observed the workload.
+    // Absent until the broker has observed the workload. (No doc comment: a description beside the `$ref`
+    // would wrap it in `allOf`, and generated clients would get a second copy of `SpecSummary`.)
     #[oai(skip_serializing_if_is_none)]
     pub actual_spec: Option<SpecSummary>,
     pub desired_spec: SpecSummary,
     pub drift_detected: bool,
     pub drift_details: Vec<String>,
-    /// null until the workload runs.
+    // Absent until the workload runs (no doc comment, as for `actual_spec`).
     #[oai(skip_serializing_if_is_none)]
     pub resource_usage: Option<ResourceUsage>,
     pub estimated_monthly_cost: f64,
