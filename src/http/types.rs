@@ -841,3 +841,59 @@ pub struct Readiness {
     pub reason: String,
     pub version: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented types describe the shape the domain parses: the reference example goes through both,
+    /// and the DTOs give back exactly what they read.
+    #[test]
+    fn the_reference_example_round_trips_through_the_dtos_and_parses_in_the_domain() {
+        let example = ProvisionRequestDoc::example().to_json().unwrap();
+        let doc = ProvisionRequestDoc::parse_from_json(Some(example.clone())).unwrap();
+        assert_eq!(doc.to_json().unwrap(), example);
+        let req = crate::domain::parse_provision(&example).unwrap();
+        assert_eq!(
+            (req.spec.engine, req.spec.version.as_str(), req.spec.size),
+            (Engine::Postgresql, "15", Size::Medium)
+        );
+    }
+
+    #[test]
+    fn optional_fields_read_null_as_absent() {
+        let spec = serde_json::json!({
+            "engine": "redis", "version": "7.2", "size": "small",
+            "highAvailability": null, "backup": null, "encryption": {"atRest": null}
+        });
+        let doc = ResourceSpecDoc::parse_from_json(Some(spec)).unwrap();
+        assert_eq!(doc.engine, Engine::Redis);
+        assert!(doc.settings.high_availability.0.is_none());
+        assert!(doc.settings.backup.0.is_none());
+        let enc = doc.settings.encryption.0.unwrap();
+        assert!(enc.at_rest.0.is_none() && enc.in_transit.0.is_none());
+    }
+
+    #[test]
+    fn or_empty_allows_the_empty_string_and_keeps_the_rule() {
+        let s = OrEmpty::<DeploymentIdRule>::schema();
+        assert_eq!(s.pattern.as_deref(), Some("^(deploy-[0-9a-f]{32})?$"));
+        let s = OrEmpty::<ResourceNameRule>::schema();
+        assert_eq!(s.min_length, None);
+        assert_eq!(s.max_length, Some(MAX_RESOURCE_NAME_LEN));
+        let s = OrEmpty::<ResourceTypeRule>::schema();
+        assert_eq!(
+            s.enum_items,
+            ["", "database", "cache", "topic"].map(Value::from)
+        );
+    }
+
+    #[test]
+    fn variant_names_are_the_engines_in_pascal_case() {
+        let names: Vec<String> = Engine::ALL.into_iter().map(engine_variant_name).collect();
+        assert_eq!(
+            names,
+            ["PostgresqlSpec", "MysqlSpec", "MongodbSpec", "RedisSpec"]
+        );
+    }
+}
