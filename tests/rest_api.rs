@@ -618,6 +618,20 @@ async fn health_metrics_spec_and_swagger() {
         serde_json::from_str::<Value>(&served).unwrap(),
         serde_json::from_str::<Value>(&committed).unwrap()
     );
+    // Swagger UI's "Try it out" and generated clients must reach the host that served the document, whatever
+    // its name and port: every server URL is relative.
+    let served: Value = serde_json::from_str(&served).unwrap();
+    let servers = served["servers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for s in servers {
+        let url = s["url"].as_str().unwrap();
+        assert!(
+            url.starts_with('/') && !url.starts_with("//"),
+            "server {url:?} is relative"
+        );
+    }
     let yaml = env.http.get(env.url("/openapi.yaml")).send().await.unwrap();
     assert_eq!(yaml.status().as_u16(), 200);
     let docs = env.http.get(env.url("/docs")).send().await.unwrap();

@@ -33,9 +33,10 @@ pub use formats::{
 pub use id::{DeploymentId, InvalidDeploymentId};
 pub use phase::{Health, Phase};
 pub use request::{
-    Backup, DEFAULT_BACKUP_RETENTION, DeprovisionRequest, DesiredSpec, Encryption, HA_REPLICAS,
-    MAX_CALLBACK_URL_LEN, MAX_NAMESPACE_LEN, MAX_RESOURCE_NAME_LEN, MAX_RETENTION_HOURS,
-    ProvisionRequest, ResourcesQuery, RetentionError, RetentionPeriod, ValidationError,
-    eol_warning, parse_deprovision, parse_provision, parse_resources_query,
+    BACKUP_FIELDS, Backup, DEFAULT_BACKUP_RETENTION, DEPROVISION_FIELDS, DeprovisionRequest,
+    DesiredSpec, ENCRYPTION_FIELDS, Encryption, HA_REPLICAS, MAX_CALLBACK_URL_LEN,
+    MAX_NAMESPACE_LEN, MAX_RESOURCE_NAME_LEN, MAX_RETENTION_HOURS, PROVISION_FIELDS,
+    ProvisionRequest, QUERY_FIELDS, ResourcesQuery, RetentionError, RetentionPeriod, SPEC_FIELDS,
+    ValidationError, eol_warning, parse_deprovision, parse_provision, parse_resources_query,
     parse_resources_query_body, parse_status_id,
 };

@@ -419,7 +419,9 @@ const CALLBACK_URL: &str = "callbackUrl";
 const DEPLOYMENT_ID: &str = "deploymentId";
 const SPEC: &str = "spec";
 
-const PROVISION_FIELDS: [&str; 7] = [
+/// The fields of a `POST /v1/provision` body, in the API reference's order (the order checks run in). The HTTP
+/// layer's documented schemas are tested against these lists, so the spec and the validator name the same fields.
+pub const PROVISION_FIELDS: [&str; 7] = [
     RESOURCE_TYPE,
     RESOURCE_NAME,
     NAMESPACE,
@@ -428,7 +430,8 @@ const PROVISION_FIELDS: [&str; 7] = [
     CALLBACK_URL,
     SPEC,
 ];
-const SPEC_FIELDS: [&str; 6] = [
+/// The fields of `spec`, in order.
+pub const SPEC_FIELDS: [&str; 6] = [
     "engine",
     "version",
     "size",
@@ -436,16 +439,20 @@ const SPEC_FIELDS: [&str; 6] = [
     "backup",
     "encryption",
 ];
-const BACKUP_FIELDS: [&str; 3] = ["enabled", "retention", "schedule"];
-const ENCRYPTION_FIELDS: [&str; 2] = ["atRest", "inTransit"];
-const DEPROVISION_FIELDS: [&str; 5] = [
+/// The fields of `spec.backup`, in order.
+pub const BACKUP_FIELDS: [&str; 3] = ["enabled", "retention", "schedule"];
+/// The fields of `spec.encryption`, in order.
+pub const ENCRYPTION_FIELDS: [&str; 2] = ["atRest", "inTransit"];
+/// The fields of a `POST /v1/deprovision` body, in order.
+pub const DEPROVISION_FIELDS: [&str; 5] = [
     DEPLOYMENT_ID,
     RESOURCE_TYPE,
     RESOURCE_NAME,
     NAMESPACE,
     CALLBACK_URL,
 ];
-const QUERY_FIELDS: [&str; 4] = [NAMESPACE, RESOURCE_TYPE, RESOURCE_NAME, DEPLOYMENT_ID];
+/// The fields of a resources query (`POST /v1/resources` body, `GET` parameters), in order.
+pub const QUERY_FIELDS: [&str; 4] = [NAMESPACE, RESOURCE_TYPE, RESOURCE_NAME, DEPLOYMENT_ID];
 
 /// Any of the three known types (queries may filter on types not provisioned yet).
 fn resource_type_any(s: &str) -> Result<ResourceType, ValidationError> {

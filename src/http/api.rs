@@ -108,7 +108,7 @@ impl BrokerApi {
         Json(Health {
             status: "healthy".into(),
             version: VERSION.into(),
-            time: k8s::now(),
+            time: k8s::now().into(),
         })
     }
 
@@ -231,17 +231,17 @@ impl BrokerApi {
     async fn status(
         &self,
         /// Deployment id (`deploy-` + 32 hex characters).
-        id: Query<String>,
+        id: Query<Text<DeploymentIdRule>>,
     ) -> Result<Json<DeploymentStatus>, QueryError> {
         let st = self.state()?;
-        let id = DeploymentId::parse(&id.0)
+        let id = DeploymentId::parse(id.0.as_str())
             .ok_or_else(|| Problem::validation("id must look like deploy-<32 hex characters>"))?;
         let v = st.status(&id).await.map_err(Problem::from)?;
         Ok(Json(DeploymentStatus {
             deployment_id: v.deployment_id.to_string(),
-            phase: v.phase.as_str().to_string(),
+            phase: v.phase.into(),
             message: v.message,
-            last_updated: v.last_updated,
+            last_updated: v.last_updated.into(),
         }))
     }
 
@@ -255,22 +255,22 @@ impl BrokerApi {
     async fn resources(
         &self,
         /// Kubernetes namespace.
-        namespace: Query<String>,
+        namespace: Query<Text<NamespaceRule>>,
         /// database, cache or topic.
         #[oai(name = "resourceType")]
-        resource_type: Query<Option<String>>,
+        resource_type: Query<Option<Text<OrEmpty<ResourceTypeRule>>>>,
         /// Resource name.
         #[oai(name = "resourceName")]
-        resource_name: Query<Option<String>>,
+        resource_name: Query<Option<Text<OrEmpty<ResourceNameRule>>>>,
         /// Deployment id.
         #[oai(name = "deploymentId")]
-        deployment_id: Query<Option<String>>,
+        deployment_id: Query<Option<Text<OrEmpty<DeploymentIdRule>>>>,
     ) -> Result<Json<ResourceList>, QueryError> {
         let q = domain::parse_resources_query(
-            Some(&namespace.0),
-            resource_type.0.as_deref(),
-            resource_name.0.as_deref(),
-            deployment_id.0.as_deref(),
+            Some(namespace.0.as_str()),
+            resource_type.0.as_ref().map(Text::as_str),
+            resource_name.0.as_ref().map(Text::as_str),
+            deployment_id.0.as_ref().map(Text::as_str),
         )
         .map_err(Problem::from)?;
         Ok(Json(self.query(&q)?))
@@ -324,10 +324,10 @@ fn resource_state(v: ResourceView) -> ResourceState {
         resource_type: v.resource_type,
         resource_name: v.resource_name,
         namespace: v.namespace,
-        phase: v.phase.as_str().to_string(),
-        health_status: v.health.as_str().to_string(),
+        phase: v.phase.into(),
+        health_status: v.health.into(),
         message: v.message,
-        last_checked: k8s::now(),
+        last_checked: k8s::now().into(),
         endpoint: v.endpoint,
         port: v.port,
         connection_secret: v.connection_secret,

@@ -86,11 +86,7 @@ impl<'a, T: ValidatedBody> ApiExtractor<'a> for ValidJson<T> {
             .into_bytes_limit(limit)
             .await
             .map_err(|e| match e {
-                poem::error::ReadBodyError::PayloadTooLarge => Problem::new(
-                    413,
-                    "payload_too_large",
-                    format!("the request body is larger than {limit} bytes"),
-                ),
+                poem::error::ReadBodyError::PayloadTooLarge => Problem::payload_too_large(limit),
                 other => Problem::invalid_request(format!("reading the request body: {other}")),
             })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {

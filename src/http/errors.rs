@@ -11,17 +11,31 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object};
 
+use super::types::{ErrorCodeRule, Text};
 use crate::domain::ValidationError;
 use crate::k8s::K8sError;
 use crate::usecases::Refusal;
+
+/// Every `error` code the broker sends, documented as the error body's enum. [`Problem::new`] checks (in
+/// debug builds, so in every test) that no other code is ever sent.
+pub const ERROR_CODES: [&str; 9] = [
+    "validation_failed",
+    "invalid_request",
+    "resource_not_found",
+    "resource_conflict",
+    "payload_too_large",
+    "kubernetes_error",
+    "route_not_found",
+    "method_not_allowed",
+    "internal_error",
+];
 
 /// The error body.
 #[derive(Object, Debug, Clone, PartialEq, Eq)]
 #[oai(example)]
 pub struct ErrorBody {
-    /// A stable machine-readable code: validation_failed, invalid_request, resource_not_found,
-    /// resource_conflict, payload_too_large, kubernetes_error, ...
-    pub error: String,
+    // No doc comment: a description beside the enum's `$ref` would wrap it in `allOf`; `ErrorCode` says it.
+    pub error: Text<ErrorCodeRule>,
     /// A human-readable description naming the offending field where there is one.
     pub message: String,
     /// The HTTP status code.
@@ -38,6 +52,23 @@ impl Example for ErrorBody {
     }
 }
 
+/// The documented example body of an error response with `status`: what the broker really answers then, in
+/// the same words, so each documented response shows its own case.
+pub fn example_for_status(status: u16) -> Option<ErrorBody> {
+    let id = "deploy-fc8fc917314e2b8b698427458cd35342";
+    let p = match status {
+        400 => Problem::validation("resourceName is required"),
+        404 => Problem::not_found(format!("deployment {id} not found")),
+        409 => Problem::conflict(format!(
+            "database/postgres-app-db already exists in namespace team-platform with a different spec (deployment {id})"
+        )),
+        413 => Problem::payload_too_large(65536),
+        503 => Problem::kubernetes("kubernetes API not accessible: connection refused"),
+        _ => return None,
+    };
+    Some(p.body())
+}
+
 /// A failure to report to the client.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{error}: {message}")]
@@ -49,6 +80,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: u16, error: &'static str, message: impl Into<String>) -> Self {
+        debug_assert!(
+            ERROR_CODES.contains(&error),
+            "error code {error:?} is not in ERROR_CODES"
+        );
         Problem {
             status,
             error,
@@ -76,9 +111,17 @@ impl Problem {
         Self::new(503, "kubernetes_error", message)
     }
 
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
-            error: self.error.to_string(),
+            error: self.error.into(),
             message: self.message.clone(),
             code: self.status,
         }

@@ -39,7 +39,9 @@ pub fn openapi_service(state: Option<Arc<Broker>>) -> OpenApiService<BrokerApi, 
             "Provisions and deprovisions resources (databases: postgresql, mysql, mongodb, redis) in Kubernetes \
              namespaces, answers 202 at once, reports every phase by callback, and tells what is really running.",
         )
-        .server("http://localhost:8082")
+        // Relative, so Swagger UI's "Try it out" and generated clients talk to whichever host and port served
+        // the document.
+        .server("/")
 }
 
 /// The OpenAPI document as JSON (what `openapi/openapi.json` holds and `/openapi.json` serves).

@@ -1,218 +1,482 @@
-//! Constraints the generated OpenAPI document cannot express through poem-openapi's derives, added to the
-//! JSON before it is served and committed: closed request objects (`additionalProperties: false`), name and id
-//! patterns, and which versions each engine accepts.
+//! The two things poem-openapi's schema model cannot say, added to the generated JSON before it is served and
+//! committed; everything else comes from the types in `types.rs`.
 //!
-//! Patterns are never stricter than the domain's validation (anything a pattern refuses, the broker refuses
-//! too); some rules (cron ranges, email and URL syntax) stay looser here and are enforced with a 400 that names
-//! the field.
+//! - Closed request objects: `additionalProperties: false` on every object schema a request body uses
+//!   (poem-openapi's `additionalProperties` is a schema, never `false`), as the domain refuses unknown fields.
+//! - Each documented error response's own example body (poem-openapi has examples per schema, not per
+//!   response, and every error response shares the one error body schema).
+//! - Names for enum values that are not identifiers (`x-enum-varnames`, read by openapi-python-client and
+//!   openapi-generator): version `15` becomes `V15` in a generated client rather than `VALUE_3`, a name that
+//!   changes meaning whenever the catalogue adds a version.
 
+use std::collections::BTreeSet;
+
+use poem_openapi::types::ToJSON;
 use serde_json::{Value, json};
 
-use crate::domain::{Engine, MAX_CALLBACK_URL_LEN, MAX_NAMESPACE_LEN, MAX_RESOURCE_NAME_LEN};
+use super::errors::example_for_status;
 
-const RESOURCE_NAME: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
-const NAMESPACE: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-const TEAM: &str = "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$";
-const EMAIL: &str = "^[^@\\s]+@[^@\\s]+$";
-const HTTP_URL: &str = "^[hH][tT][tT][pP][sS]?://[^\\s]+$";
-const DEPLOYMENT_ID: &str = "^deploy-[0-9a-f]{32}$";
-const RETENTION: &str = "^[0-9]+[hdw]$";
+/// The name of the error body schema, as poem-openapi registers it.
+const ERROR_BODY_REF: &str = "#/components/schemas/ErrorBody";
 
-fn name_schema() -> Value {
-    json!({"type": "string", "pattern": RESOURCE_NAME, "minLength": 1, "maxLength": MAX_RESOURCE_NAME_LEN})
-}
-
-fn namespace_schema() -> Value {
-    json!({"type": "string", "pattern": NAMESPACE, "minLength": 1, "maxLength": MAX_NAMESPACE_LEN})
-}
-
-fn deployment_id_schema() -> Value {
-    json!({"type": "string", "pattern": DEPLOYMENT_ID})
-}
-
-fn url_schema() -> Value {
-    json!({"type": "string", "pattern": HTTP_URL, "maxLength": MAX_CALLBACK_URL_LEN})
-}
-
-/// The schema of an optional query field where an empty value counts as absent.
-fn or_empty(mut s: Value) -> Value {
-    if let Some(p) = s["pattern"].as_str() {
-        let inner = p.trim_start_matches('^').trim_end_matches('$');
-        s["pattern"] = json!(format!("^({inner})?$"));
-    }
-    if let Some(e) = s.get_mut("enum").and_then(Value::as_array_mut) {
-        e.insert(0, json!(""));
-    }
-    if let Some(m) = s.as_object_mut() {
-        m.remove("minLength");
-    }
-    s
-}
-
-/// Merges `extra` into the property `prop` of `schema`, keeping its description.
-fn constrain(schema: &mut Value, prop: &str, extra: Value) {
-    let Some(p) = schema.pointer_mut(&format!("/properties/{prop}")) else {
-        return;
-    };
-    let description = p.get("description").cloned();
-    *p = extra;
-    if let Some(d) = description {
-        p["description"] = d;
-    }
-}
-
-/// Adds the constraints to a poem-openapi generated document.
+/// Adds what poem-openapi cannot express to a generated document.
 pub fn refine(raw: &str) -> Value {
     let mut doc: Value = serde_json::from_str(raw).expect("poem-openapi emits valid JSON");
-    let database_only = json!({"type": "string", "enum": ["database"], "description": "Only `database` is provisioned today; `cache` and `topic` answer 400."});
-    {
-        let schemas = &mut doc["components"]["schemas"];
-        for closed in [
-            "ProvisionRequest",
-            "ResourceSpec",
-            "BackupSpec",
-            "EncryptionSpec",
-            "DeprovisionRequest",
-            "ResourcesQuery",
-        ] {
-            schemas[closed]["additionalProperties"] = json!(false);
-        }
-
-        let p = &mut schemas["ProvisionRequest"];
-        constrain(p, "resourceType", database_only.clone());
-        constrain(p, "resourceName", name_schema());
-        constrain(p, "namespace", namespace_schema());
-        constrain(
-            p,
-            "team",
-            json!({"type": "string", "pattern": TEAM, "minLength": 1, "maxLength": 63}),
-        );
-        constrain(
-            p,
-            "owner",
-            json!({"type": "string", "pattern": EMAIL, "maxLength": 254}),
-        );
-        constrain(p, "callbackUrl", url_schema());
-
-        // Which versions each engine accepts: one branch per engine of the catalogue.
-        let branches: Vec<Value> = Engine::ALL
-            .iter()
-            .map(|e| {
-                let versions: Vec<&str> = e.info().versions.iter().map(|v| v.version).collect();
-                json!({"properties": {"engine": {"enum": [e.as_str()]}, "version": {"type": "string", "enum": versions}}})
-            })
-            .collect();
-        schemas["ResourceSpec"]["oneOf"] = json!(branches);
-
-        let b = &mut schemas["BackupSpec"];
-        constrain(
-            b,
-            "retention",
-            json!({"type": "string", "pattern": RETENTION}),
-        );
-        constrain(b, "schedule", json!({"type": "string", "minLength": 1}));
-
-        let d = &mut schemas["DeprovisionRequest"];
-        constrain(d, "deploymentId", deployment_id_schema());
-        constrain(d, "resourceType", database_only);
-        constrain(d, "resourceName", name_schema());
-        constrain(d, "namespace", namespace_schema());
-        constrain(d, "callbackUrl", url_schema());
-
-        let q = &mut schemas["ResourcesQuery"];
-        constrain(
-            q,
-            "resourceType",
-            or_empty(json!({"type": "string", "enum": ["database", "cache", "topic"]})),
-        );
-        constrain(q, "namespace", namespace_schema());
-        constrain(q, "resourceName", or_empty(name_schema()));
-        constrain(q, "deploymentId", or_empty(deployment_id_schema()));
-    }
-    // Optional request fields may be sent as null (treated as absent), as many clients do.
-    for name in [
-        "ProvisionRequest",
-        "ResourceSpec",
-        "BackupSpec",
-        "EncryptionSpec",
-        "DeprovisionRequest",
-        "ResourcesQuery",
-    ] {
-        let schema = &mut doc["components"]["schemas"][name];
-        let required: Vec<String> = schema["required"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(props) = schema["properties"].as_object_mut() {
-            for (k, p) in props.iter_mut() {
-                if required.contains(k) {
-                    continue;
-                }
-                if let Some(r) = p.get("$ref").cloned() {
-                    let description = p.get("description").cloned();
-                    *p = json!({"allOf": [{"$ref": r}], "nullable": true});
-                    if let Some(d) = description {
-                        p["description"] = d;
-                    }
-                } else {
-                    p["nullable"] = json!(true);
-                    if let Some(e) = p.get_mut("enum").and_then(Value::as_array_mut) {
-                        e.push(Value::Null);
-                    }
-                }
-            }
-        }
-    }
-    for (path, method) in [("/v1/status", "get"), ("/v1/resources", "get")] {
-        if let Some(params) = doc
-            .pointer_mut(&format!(
-                "/paths/{}/{method}/parameters",
-                path.replace('/', "~1")
-            ))
-            .and_then(Value::as_array_mut)
-        {
-            for param in params {
-                let schema = match param["name"].as_str() {
-                    Some("id") => deployment_id_schema(),
-                    Some("namespace") => namespace_schema(),
-                    Some("deploymentId") => or_empty(deployment_id_schema()),
-                    Some("resourceName") => or_empty(name_schema()),
-                    Some("resourceType") => {
-                        or_empty(json!({"type": "string", "enum": ["database", "cache", "topic"]}))
-                    }
-                    _ => continue,
-                };
-                param["schema"] = schema;
-            }
-        }
-    }
+    close_request_objects(&mut doc);
+    add_error_examples(&mut doc);
+    name_enum_values(&mut doc["components"]["schemas"]);
     doc
+}
+
+/// `x-enum-varnames` for every string enum with a value that does not start with a letter (`15`, `8.0`):
+/// `V` + the value with `.` as `_`. Enums with an empty or null value (the "empty means any" query fields) are
+/// left alone: those values have no sensible name.
+fn name_enum_values(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Array(values)) = m.get("enum") {
+                let texts: Option<Vec<&str>> = values.iter().map(Value::as_str).collect();
+                if let Some(texts) = texts
+                    && texts.iter().all(|t| !t.is_empty())
+                    && texts
+                        .iter()
+                        .any(|t| !t.starts_with(|c: char| c.is_ascii_alphabetic()))
+                {
+                    let names: Vec<String> = texts
+                        .iter()
+                        .map(|t| format!("V{}", t.replace('.', "_")))
+                        .collect();
+                    m.insert("x-enum-varnames".into(), json!(names));
+                }
+            }
+            m.values_mut().for_each(name_enum_values);
+        }
+        Value::Array(items) => items.iter_mut().for_each(name_enum_values),
+        _ => {}
+    }
+}
+
+/// The component names a schema refers to, directly or through `properties`, `items`, `allOf`, `oneOf`,
+/// `anyOf` (the discriminator mapping names the same components as `oneOf`).
+fn collect_refs(schema: &Value, out: &mut Vec<String>) {
+    let Value::Object(m) = schema else {
+        return;
+    };
+    if let Some(r) = m.get("$ref").and_then(Value::as_str)
+        && let Some(name) = r.strip_prefix("#/components/schemas/")
+    {
+        out.push(name.to_string());
+    }
+    if let Some(Value::Object(props)) = m.get("properties") {
+        props.values().for_each(|p| collect_refs(p, out));
+    }
+    for key in ["allOf", "oneOf", "anyOf"] {
+        if let Some(Value::Array(items)) = m.get(key) {
+            items.iter().for_each(|p| collect_refs(p, out));
+        }
+    }
+    if let Some(items) = m.get("items") {
+        collect_refs(items, out);
+    }
+}
+
+fn close_request_objects(doc: &mut Value) {
+    let mut pending = Vec::new();
+    if let Some(Value::Object(paths)) = doc.get("paths") {
+        for op in paths
+            .values()
+            .filter_map(Value::as_object)
+            .flat_map(|m| m.values())
+        {
+            if let Some(Value::Object(content)) = op.pointer("/requestBody/content") {
+                for media in content.values() {
+                    collect_refs(&media["schema"], &mut pending);
+                }
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let schema = &mut doc["components"]["schemas"][&name];
+        collect_refs(schema, &mut pending);
+        // Only objects that list their properties: closing a `oneOf` wrapper would refuse every variant.
+        if schema.get("properties").is_some() {
+            schema["additionalProperties"] = json!(false);
+        }
+    }
+}
+
+fn add_error_examples(doc: &mut Value) {
+    let Some(Value::Object(paths)) = doc.get_mut("paths") else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|m| m.values_mut())
+    {
+        let Some(Value::Object(responses)) = op.get_mut("responses") else {
+            continue;
+        };
+        for (status, resp) in responses.iter_mut() {
+            let Some(body) = status.parse().ok().and_then(example_for_status) else {
+                continue;
+            };
+            let Some(Value::Object(content)) = resp.get_mut("content") else {
+                continue;
+            };
+            for media in content.values_mut() {
+                if media.pointer("/schema/$ref").and_then(Value::as_str) == Some(ERROR_BODY_REF) {
+                    media["example"] = body.to_json().unwrap_or_default();
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{self, Engine, Size};
+    use crate::http::types::engine_variant_name;
+
+    fn doc() -> Value {
+        refine(&crate::http::openapi_service(None).spec())
+    }
+
+    fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
+        let s = &doc["components"]["schemas"][name];
+        assert!(s.is_object(), "schema {name} exists");
+        s
+    }
+
+    fn property_names(schema: &Value) -> Vec<&str> {
+        schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The names in `fields`, sorted (the JSON map is ordered by key, the domain's lists by the reference).
+    fn sorted<'a>(fields: &[&'a str]) -> Vec<&'a str> {
+        let mut v = fields.to_vec();
+        v.sort_unstable();
+        v
+    }
 
     #[test]
-    fn patterns_agree_with_the_domain_on_examples() {
-        let doc = refine(&crate::http::openapi_service(None).spec());
-        let spec = &doc["components"]["schemas"]["ResourceSpec"]["oneOf"];
-        assert_eq!(spec.as_array().unwrap().len(), 4);
-        assert_eq!(
-            spec[0]["properties"]["version"]["enum"],
-            json!(["12", "13", "14", "15", "16"])
-        );
-        assert_eq!(
-            doc["components"]["schemas"]["ProvisionRequest"]["additionalProperties"],
-            json!(false)
-        );
-        let params = doc["paths"]["/v1/status"]["get"]["parameters"]
+    fn request_schemas_name_exactly_the_domains_fields() {
+        let doc = doc();
+        for (name, fields) in [
+            ("ProvisionRequest", &domain::PROVISION_FIELDS[..]),
+            ("BackupSpec", &domain::BACKUP_FIELDS[..]),
+            ("EncryptionSpec", &domain::ENCRYPTION_FIELDS[..]),
+            ("DeprovisionRequest", &domain::DEPROVISION_FIELDS[..]),
+            ("ResourcesQuery", &domain::QUERY_FIELDS[..]),
+        ] {
+            assert_eq!(property_names(schema(&doc, name)), sorted(fields), "{name}");
+        }
+        for e in Engine::ALL {
+            let variant = schema(&doc, &engine_variant_name(e));
+            assert_eq!(property_names(variant), sorted(&domain::SPEC_FIELDS), "{e}");
+        }
+        let params: Vec<&str> = doc["paths"]["/v1/resources"]["get"]["parameters"]
             .as_array()
-            .unwrap();
-        assert_eq!(params[0]["schema"]["pattern"], DEPLOYMENT_ID);
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(params, domain::QUERY_FIELDS);
+    }
+
+    #[test]
+    fn every_engine_variant_is_complete_closed_and_lists_the_catalogues_versions() {
+        let doc = doc();
+        let spec = schema(&doc, "ResourceSpec");
+        assert!(
+            spec.get("properties").is_none() && spec.get("additionalProperties").is_none(),
+            "the oneOf wrapper holds no partial object: {spec}"
+        );
+        assert_eq!(spec["discriminator"]["propertyName"], "engine");
+        let one_of = spec["oneOf"].as_array().unwrap();
+        assert_eq!(one_of.len(), Engine::ALL.len());
+        for (e, r) in Engine::ALL.iter().zip(one_of) {
+            let name = engine_variant_name(*e);
+            let target = format!("#/components/schemas/{name}");
+            assert_eq!(r["$ref"], target.as_str());
+            assert_eq!(
+                spec["discriminator"]["mapping"][e.as_str()],
+                target.as_str()
+            );
+            let v = schema(&doc, &name);
+            assert_eq!(v["type"], "object");
+            assert_eq!(v["additionalProperties"], false, "{name} is closed");
+            assert_eq!(
+                v["required"],
+                json!(["engine", "version", "size"]),
+                "{name}"
+            );
+            assert_eq!(v["properties"]["engine"]["enum"], json!([e.as_str()]));
+            let versions: Vec<&str> = e.info().versions.iter().map(|v| v.version).collect();
+            assert_eq!(
+                v["properties"]["version"]["enum"],
+                json!(versions),
+                "{name}"
+            );
+            let names: Vec<String> = versions
+                .iter()
+                .map(|v| format!("V{}", v.replace('.', "_")))
+                .collect();
+            assert_eq!(
+                v["properties"]["version"]["x-enum-varnames"],
+                json!(names),
+                "{name}"
+            );
+            assert_eq!(v["properties"]["size"]["$ref"], "#/components/schemas/Size");
+            for optional in ["highAvailability", "backup", "encryption"] {
+                assert_eq!(
+                    v["properties"][optional]["nullable"], true,
+                    "{name}.{optional}"
+                );
+            }
+        }
+        let sizes: Vec<&str> = Size::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(schema(&doc, "Size")["enum"], json!(sizes));
+    }
+
+    #[test]
+    fn request_objects_are_closed_and_response_objects_are_not() {
+        let doc = doc();
+        for name in [
+            "ProvisionRequest",
+            "BackupSpec",
+            "EncryptionSpec",
+            "DeprovisionRequest",
+            "ResourcesQuery",
+        ] {
+            assert_eq!(schema(&doc, name)["additionalProperties"], false, "{name}");
+        }
+        for name in ["ResourceState", "ErrorBody", "DeploymentStatus"] {
+            assert!(
+                schema(&doc, name).get("additionalProperties").is_none(),
+                "{name}: clients must tolerate new response fields"
+            );
+        }
+    }
+
+    #[test]
+    fn the_documented_examples_are_requests_the_domain_accepts() {
+        let doc = doc();
+        domain::parse_provision(&schema(&doc, "ProvisionRequest")["example"]).unwrap();
+        domain::parse_deprovision(&schema(&doc, "DeprovisionRequest")["example"]).unwrap();
+        domain::parse_resources_query_body(&schema(&doc, "ResourcesQuery")["example"]).unwrap();
+    }
+
+    /// Whether the schema's `pattern` and lengths accept `s`.
+    fn schema_accepts(schema: &Value, s: &str) -> bool {
+        let chars = s.chars().count() as u64;
+        schema["pattern"]
+            .as_str()
+            .is_none_or(|p| regex::Regex::new(p).unwrap().is_match(s))
+            && schema["minLength"].as_u64().is_none_or(|m| chars >= m)
+            && schema["maxLength"].as_u64().is_none_or(|m| chars <= m)
+    }
+
+    #[test]
+    fn patterns_are_never_stricter_than_the_domain() {
+        let doc = doc();
+        let p = &schema(&doc, "ProvisionRequest")["properties"];
+        let b = &schema(&doc, "BackupSpec")["properties"];
+        let d = &schema(&doc, "DeprovisionRequest")["properties"];
+        let long_name = "a".repeat(domain::MAX_RESOURCE_NAME_LEN);
+        let too_long_name = "a".repeat(domain::MAX_RESOURCE_NAME_LEN + 1);
+        let long_ns = "n".repeat(domain::MAX_NAMESPACE_LEN);
+        let names = [
+            "a",
+            "db",
+            "postgres-app-db",
+            "a1",
+            "a-b-c",
+            "A",
+            "1db",
+            "db-",
+            "-db",
+            "a_b",
+            "",
+            &long_name,
+            &too_long_name,
+        ];
+        // For each field: the schema, the domain's verdict, and texts to try. Where the domain accepts, the
+        // schema must too; for names, namespaces, teams and ids they agree exactly.
+        let check =
+            |schema: &Value, exact: bool, domain_ok: &dyn Fn(&str) -> bool, texts: &[&str]| {
+                for t in texts {
+                    let (d, s) = (domain_ok(t), schema_accepts(schema, t));
+                    if d {
+                        assert!(
+                            s,
+                            "the schema refuses {t:?}, which the domain accepts: {schema}"
+                        );
+                    }
+                    if exact {
+                        assert_eq!(d, s, "{t:?}: {schema}");
+                    }
+                }
+            };
+        let name_ok = |s: &str| domain::is_dns1035_label(s, domain::MAX_RESOURCE_NAME_LEN);
+        check(&p["resourceName"], true, &name_ok, &names);
+        check(&d["resourceName"], true, &name_ok, &names);
+        let ns_ok = |s: &str| domain::is_dns1123_label(s, domain::MAX_NAMESPACE_LEN);
+        check(
+            &p["namespace"],
+            true,
+            &ns_ok,
+            &[&names[..], &["1db", &long_ns]].concat(),
+        );
+        let team_ok = |s: &str| domain::is_label_value(s) && !s.is_empty();
+        check(
+            &p["team"],
+            true,
+            &team_ok,
+            &[
+                "platform-team",
+                "Team_A.b",
+                "a",
+                "-a",
+                "a-",
+                "a b",
+                "",
+                &"t".repeat(63),
+                &"t".repeat(64),
+            ],
+        );
+        check(
+            &p["owner"],
+            false,
+            &domain::is_email,
+            &["user@example.com", "a.b+c@d.example", "nope", "@x", "a@"],
+        );
+        let url_ok =
+            |s: &str| s.len() <= domain::MAX_CALLBACK_URL_LEN && domain::HttpUrl::parse(s).is_ok();
+        check(
+            &p["callbackUrl"],
+            false,
+            &url_ok,
+            &[
+                "http://manager:9090/v1/callback",
+                "HTTPS://x.example/cb",
+                "http://127.0.0.1:8/x",
+                "ftp://x",
+                "manager:9090",
+            ],
+        );
+        let id_ok = |s: &str| domain::DeploymentId::parse(s).is_some();
+        check(
+            &d["deploymentId"],
+            true,
+            &id_ok,
+            &[
+                "deploy-fc8fc917314e2b8b698427458cd35342",
+                "deploy-abc123",
+                "deploy-FC8FC917314E2B8B698427458CD35342",
+                "",
+            ],
+        );
+        let retention_ok = |s: &str| domain::RetentionPeriod::parse(s).is_ok();
+        check(
+            &b["retention"],
+            false,
+            &retention_ok,
+            &["7d", "36h", "2w", "0d", "7", "7 d", "3651d"],
+        );
+        let schedule_ok = |s: &str| domain::CronSchedule::parse(s).is_some();
+        check(
+            &b["schedule"],
+            false,
+            &schedule_ok,
+            &["0 2 * * *", "30 1 * * SUN", ""],
+        );
+        // Optional query fields: empty means absent to the domain, so the schema allows it.
+        let q = &schema(&doc, "ResourcesQuery")["properties"];
+        for field in ["resourceName", "deploymentId"] {
+            assert!(schema_accepts(&q[field], ""), "{field}");
+        }
+        assert_eq!(q["resourceType"]["enum"][0], "");
+    }
+
+    #[test]
+    fn each_error_response_shows_its_own_example() {
+        let doc = doc();
+        let mut seen = BTreeSet::new();
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            for (method, op) in methods.as_object().unwrap() {
+                for (status, resp) in op["responses"].as_object().unwrap() {
+                    let Some(media) = resp["content"].as_object().and_then(|c| c.values().next())
+                    else {
+                        continue;
+                    };
+                    if media["schema"]["$ref"] != ERROR_BODY_REF {
+                        continue;
+                    }
+                    let ex = &media["example"];
+                    let code: u64 = status.parse().unwrap();
+                    assert_eq!(ex["code"], code, "{method} {path} {status}: {ex}");
+                    let want = match code {
+                        400 => "validation_failed",
+                        404 => "resource_not_found",
+                        409 => "resource_conflict",
+                        413 => "payload_too_large",
+                        503 => "kubernetes_error",
+                        _ => panic!("{method} {path} documents {status}"),
+                    };
+                    assert_eq!(ex["error"], want, "{method} {path} {status}");
+                    assert!(ex["message"].as_str().is_some_and(|m| !m.is_empty()));
+                    seen.insert(code);
+                }
+            }
+        }
+        assert_eq!(seen, BTreeSet::from([400, 404, 409, 413, 503]));
+        let codes: Vec<&str> = super::super::errors::ERROR_CODES.to_vec();
+        assert_eq!(schema(&doc, "ErrorCode")["enum"], json!(codes));
+        assert_eq!(
+            schema(&doc, "ErrorBody")["properties"]["error"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+    }
+
+    #[test]
+    fn response_enums_and_timestamps_are_typed() {
+        let doc = doc();
+        let phases: Vec<&str> = domain::Phase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(schema(&doc, "Phase")["enum"], json!(phases));
+        let health: Vec<&str> = domain::Health::ALL.iter().map(|h| h.as_str()).collect();
+        assert_eq!(schema(&doc, "HealthStatus")["enum"], json!(health));
+        let phase_ref = json!("#/components/schemas/Phase");
+        assert_eq!(
+            schema(&doc, "DeploymentStatus")["properties"]["phase"]["$ref"],
+            phase_ref
+        );
+        let state = &schema(&doc, "ResourceState")["properties"];
+        assert_eq!(state["phase"]["$ref"], phase_ref);
+        assert_eq!(
+            state["healthStatus"]["$ref"],
+            "#/components/schemas/HealthStatus"
+        );
+        for (name, field) in [
+            ("Health", "time"),
+            ("DeploymentStatus", "lastUpdated"),
+            ("ResourceState", "lastChecked"),
+        ] {
+            assert_eq!(
+                schema(&doc, name)["properties"][field]["format"],
+                "date-time",
+                "{name}.{field}"
+            );
+        }
     }
 }
