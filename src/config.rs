@@ -97,6 +97,11 @@ pub struct Args {
     #[arg(long, env = "KIDP_CALLBACK_ALLOWED_HOSTS", value_delimiter = ',')]
     pub callback_allowed_hosts: Vec<String>,
 
+    /// Allow callbacks to loopback addresses (127.0.0.0/8, ::1); refused by default, allowed by `--dev` so that
+    /// a local receiver works. The broker's own ports and its Kubernetes API are refused either way.
+    #[arg(long, env = "KIDP_CALLBACK_ALLOW_LOOPBACK", default_value_t = false)]
+    pub callback_allow_loopback: bool,
+
     /// Allow callbacks to link-local addresses (cloud metadata services); refused by default.
     #[arg(long, env = "KIDP_CALLBACK_ALLOW_LINK_LOCAL", default_value_t = false)]
     pub callback_allow_link_local: bool,

@@ -108,6 +108,11 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         Cluster::install_crd(&client).await?;
         tracing::info!("ManagedResource CRD installed");
     }
+    let api_server: Option<poem::http::Uri> = match &dev_cluster {
+        Some(sim) => Some(sim.url().to_string()),
+        None => Cluster::api_server(args.kubeconfig.as_deref()).await,
+    }
+    .and_then(|u| u.parse().ok());
     let cluster = Cluster::start(client, create_namespaces);
     let callbacks = crate::actors::CallbackPolicy {
         signing_secret: args
@@ -122,15 +127,20 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
                 .cloned()
                 .collect(),
             allow_link_local: args.callback_allow_link_local,
+            allow_loopback: args.callback_allow_loopback || args.dev,
+            refused_sockets: refused_sockets(&args, api_server.as_ref()),
         },
     };
+    let resolver = crate::actors::callback::CheckedResolver::new(callbacks.urls.clone());
     let lifecycle = Arc::new(crate::actors::Lifecycle {
         cluster: cluster.clone(),
         http: reqwest::Client::builder()
             .user_agent(concat!("kidp-broker/", env!("CARGO_PKG_VERSION")))
             // A callback is one POST to the URL the manager gave: a redirect could send it anywhere.
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(resolver.clone())
             .build()?,
+        resolver,
         callbacks: callbacks.clone(),
         timing: args.lifecycle_settings(),
         namespace_concurrency: args.namespace_concurrency,
@@ -193,6 +203,26 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         tasks: vec![api_task, metrics_task],
         supervisor,
     })
+}
+
+/// Sockets no callback may reach: the broker's own listeners and the Kubernetes API server.
+fn refused_sockets(args: &Args, api_server: Option<&poem::http::Uri>) -> Vec<SocketAddr> {
+    let mut refused = vec![args.listen, args.metrics_listen];
+    if let Some(api_server) = api_server
+        && let Some(ip) = api_server
+            .host()
+            .and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse().ok())
+    {
+        let port = api_server
+            .port_u16()
+            .unwrap_or(if api_server.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        refused.push(SocketAddr::new(ip, port));
+    }
+    refused
 }
 
 #[handler]

@@ -4,13 +4,16 @@
 //!
 //! Delivery runs as a spawned task that reports back by message, so an actor's mailbox never waits on the network.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::lifecycle::Delivery;
-use crate::domain::{CallbackUrlPolicy, Phase};
+use crate::domain::{CallbackTarget, CallbackUrlPolicy, Phase};
 
 /// Header carrying a stable id per deployment and phase, for de-duplication by the receiver.
 pub const HEADER_EVENT_ID: &str = "X-KIDP-Event-Id";
@@ -56,35 +59,101 @@ pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Resolves the URL's host and refuses link-local answers (a name may resolve to a metadata service).
-async fn check_resolved(policy: &CallbackPolicy, url: &str) -> Result<(), String> {
-    let parsed = policy.urls.check(url)?;
-    if parsed.ip().is_some() {
-        return Ok(());
+/// The addresses a name resolved to when it was checked, so the connection goes to exactly those (a second DNS
+/// answer cannot swap in an address the policy refuses).
+const PIN_FOR: Duration = Duration::from_secs(60);
+
+/// The callback client's DNS resolver: answers with the addresses a delivery's check pinned, and otherwise
+/// resolves and refuses any answer the policy refuses.
+pub struct CheckedResolver {
+    policy: CallbackUrlPolicy,
+    pins: Mutex<HashMap<String, (Vec<IpAddr>, Instant)>>,
+}
+
+impl CheckedResolver {
+    /// A resolver enforcing `policy`.
+    pub fn new(policy: CallbackUrlPolicy) -> Arc<Self> {
+        Arc::new(CheckedResolver {
+            policy,
+            pins: Mutex::new(HashMap::new()),
+        })
     }
-    let port = parsed.port();
-    if let Ok(addrs) = tokio::net::lookup_host((parsed.host(), port)).await {
-        for a in addrs {
-            if policy.urls.refuses_address(a.ip()) {
-                return Err(format!(
-                    "{} resolves to a link-local address",
-                    parsed.host()
-                ));
+
+    fn pin(&self, host: &str, ips: Vec<IpAddr>) {
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        pins.retain(|_, (_, at)| at.elapsed() < PIN_FOR);
+        pins.insert(host.to_ascii_lowercase(), (ips, Instant::now()));
+    }
+
+    fn pinned(&self, host: &str) -> Option<Vec<IpAddr>> {
+        let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        pins.get(&host.to_ascii_lowercase())
+            .filter(|(_, at)| at.elapsed() < PIN_FOR)
+            .map(|(ips, _)| ips.clone())
+    }
+
+    /// Resolves `host` and checks every answer with its port; pins the answers when all pass. A name that
+    /// does not resolve (yet) is worth retrying; an answer the policy refuses is not.
+    async fn check(&self, host: &str, port: u16) -> Result<(), Delivery> {
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+            Ok(a) => a.collect(),
+            Err(e) => return Err(Delivery::Retry(format!("{host} does not resolve: {e}"))),
+        };
+        if addrs.is_empty() {
+            return Err(Delivery::Retry(format!("{host} does not resolve")));
+        }
+        for a in &addrs {
+            if let Some(why) = self.policy.refuses(*a) {
+                return Err(Delivery::Rejected(format!("{host} resolves to {why}")));
             }
         }
+        self.pin(host, addrs.iter().map(|a| a.ip()).collect());
+        Ok(())
     }
-    Ok(())
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        let pinned = self.pinned(&host);
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let ips = match pinned {
+                Some(ips) => ips,
+                None => tokio::net::lookup_host((host.as_str(), 0))
+                    .await?
+                    .map(|a| a.ip())
+                    .collect(),
+            };
+            // Port 0: the URL's port replaces it; checks that need the port were made when pinning.
+            if let Some(why) = ips
+                .iter()
+                .find_map(|ip| policy.refuses(SocketAddr::new(*ip, 0)))
+            {
+                return Err(format!("{host} resolves to {why}").into());
+            }
+            let addrs: reqwest::dns::Addrs =
+                Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
+    }
 }
 
 /// One delivery attempt.
 pub async fn deliver(
     client: &reqwest::Client,
+    resolver: &CheckedResolver,
     policy: &CallbackPolicy,
     cb: &Callback,
     attempt: u32,
 ) -> Delivery {
-    if let Err(e) = check_resolved(policy, &cb.url).await {
-        return Delivery::Rejected(e);
+    let checked = match policy.urls.check(&cb.url) {
+        Ok(CallbackTarget::Address(_)) => Ok(()),
+        Ok(CallbackTarget::Name { host, port }) => resolver.check(&host, port).await,
+        Err(e) => Err(Delivery::Rejected(e)),
+    };
+    if let Err(refused) = checked {
+        return refused;
     }
     let body = serde_json::to_vec(&cb.body).unwrap_or_default();
     let mut req = client

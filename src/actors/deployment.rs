@@ -342,7 +342,14 @@ impl DeploymentState {
                 let cb = self.callback(&notice);
                 let me = myself.clone();
                 self.tasks.spawn(async move {
-                    let d = callback::deliver(&lc.http, &lc.callbacks, &cb, notice.attempt).await;
+                    let d = callback::deliver(
+                        &lc.http,
+                        &lc.resolver,
+                        &lc.callbacks,
+                        &cb,
+                        notice.attempt,
+                    )
+                    .await;
                     let _ = me.cast(DeploymentMsg::CallbackDone(d));
                 });
             }

@@ -28,6 +28,8 @@ pub use self::supervisor::SupervisorMsg;
 pub struct Lifecycle {
     pub cluster: Arc<Cluster>,
     pub http: reqwest::Client,
+    /// The callback client's resolver, which pins the addresses a delivery checked.
+    pub resolver: Arc<callback::CheckedResolver>,
     pub callbacks: CallbackPolicy,
     /// Timeouts, grace periods, retries and the callback delivery lifetime.
     pub timing: lifecycle::Settings,

@@ -15,7 +15,7 @@ mod id;
 mod phase;
 mod request;
 
-pub use callback_url::CallbackUrlPolicy;
+pub use callback_url::{CallbackTarget, CallbackUrlPolicy};
 pub use catalogue::{
     Engine, EngineInfo, ResourceType, Size, SizeSpec, UnknownName, VersionInfo, cpu_quantity,
     engine_info, memory_quantity,

@@ -135,19 +135,15 @@ impl Cluster {
     /// A client from an explicit kubeconfig file, or the usual resolution (KUBECONFIG, ~/.kube/config,
     /// in-cluster service account).
     pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, kube::Error> {
-        let config = match kubeconfig {
-            Some(p) => {
-                let kc =
-                    kube::config::Kubeconfig::read_from(p).map_err(kube::Error::InferKubeconfig)?;
-                kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .map_err(kube::Error::InferKubeconfig)?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(kube::Error::InferConfig)?,
-        };
-        Client::try_from(config)
+        Client::try_from(config(kubeconfig).await?)
+    }
+
+    /// The API server's URL, as [`Cluster::connect`] would reach it.
+    pub async fn api_server(kubeconfig: Option<&Path>) -> Option<String> {
+        config(kubeconfig)
+            .await
+            .ok()
+            .map(|c| c.cluster_url.to_string())
     }
 
     /// Starts the reflectors. They keep retrying with backoff while the API server is away.
@@ -459,6 +455,21 @@ impl Cluster {
     pub async fn get_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         call("get", api.get_opt(name)).await
+    }
+}
+
+async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config, kube::Error> {
+    match kubeconfig {
+        Some(p) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(p).map_err(kube::Error::InferKubeconfig)?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(kube::Error::InferKubeconfig)
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(kube::Error::InferConfig),
     }
 }
 

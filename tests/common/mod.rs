@@ -115,6 +115,8 @@ pub async fn start_against(sim: kubesim::KubeSim, extra: &[&str]) -> Env {
         kubeconfig.display().to_string(),
         "--create-namespaces".into(),
         "--install-crd".into(),
+        // The callback receivers of these tests listen on loopback.
+        "--callback-allow-loopback".into(),
     ];
     if !extra.contains(&"--encrypted-storage-class") {
         argv.extend([
