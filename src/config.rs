@@ -56,7 +56,7 @@ pub struct Args {
     pub dev_kubeconfig_out: Option<PathBuf>,
 
     /// A StorageClass that encrypts volumes at rest; requests with `encryption.atRest: true` are refused
-    /// when none is configured. `--dev` installs and uses `kidp-encrypted`.
+    /// when none is configured. The embedded development cluster installs and uses `kidp-encrypted`.
     #[arg(long, env = "KIDP_ENCRYPTED_STORAGE_CLASS")]
     pub encrypted_storage_class: Option<String>,
 

@@ -181,6 +181,12 @@ async fn sigterm_drains_and_exits_cleanly_in_dev_mode() {
         .iter()
         .position(|l| l.contains("shutdown signal received"))
         .unwrap_or_else(|| panic!("no shutdown line:\n{log}"));
+    assert!(
+        lines[signal..]
+            .iter()
+            .any(|l| l.contains("shutdown complete")),
+        "the shutdown did not run to its end:\n{log}"
+    );
     let noisy: Vec<&String> = lines[signal..]
         .iter()
         .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
@@ -188,11 +194,5 @@ async fn sigterm_drains_and_exits_cleanly_in_dev_mode() {
     assert!(
         noisy.is_empty(),
         "errors or warnings after the signal:\n{log}"
-    );
-    assert!(
-        lines[signal..]
-            .iter()
-            .any(|l| l.contains("shutdown complete")),
-        "the shutdown did not run to its end:\n{log}"
     );
 }
