@@ -1,11 +1,15 @@
-# Build stage: compile the broker with the locked dependency set.
+# Build stage: compile the production broker (no `dev` feature: no simulator, no --dev) with the locked
+# dependency set. The COPY set is what cargo needs to load the workspace, not only what the broker compiles:
+# every member's manifest and every target a manifest declares must exist (the broker's [[bench]], kubesim's
+# library, binary and [[bench]]), although kubesim itself is not compiled here. `.ci/dockerfile-context`
+# checks that this set is sufficient.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY kubesim ./kubesim
+COPY benches ./benches
 COPY src ./src
-COPY openapi ./openapi
-RUN cargo build --release --locked --bin kidp-broker
+RUN cargo build --release --locked --no-default-features --bin kidp-broker
 
 # Runtime stage: a small image with CA certificates, running as an unprivileged user.
 FROM debian:bookworm-slim

@@ -39,19 +39,24 @@ pub struct Args {
 
     /// Development mode: start an embedded Kubernetes API simulator (kubesim), install the CRD, create
     /// namespaces on first use and serve WITHOUT authentication.
+    // Only in builds with the `dev` feature: a production build has no such flag, so no environment variable
+    // or stray argument can switch authentication off there.
+    #[cfg(feature = "dev")]
     #[arg(long, env = "KIDP_DEV", default_value_t = false)]
     pub dev: bool,
 
     /// With --dev: where the embedded cluster listens.
+    #[cfg(feature = "dev")]
     #[arg(long, env = "KIDP_DEV_CLUSTER_LISTEN", default_value = "127.0.0.1:0")]
     pub dev_cluster_listen: SocketAddr,
 
     /// With --dev: write the embedded cluster's kubeconfig here (for kubectl).
+    #[cfg(feature = "dev")]
     #[arg(long, env = "KIDP_DEV_KUBECONFIG_OUT")]
     pub dev_kubeconfig_out: Option<PathBuf>,
 
     /// A StorageClass that encrypts volumes at rest; requests with `encryption.atRest: true` are refused
-    /// when none is configured. `--dev` installs and uses `kidp-encrypted`.
+    /// when none is configured. The embedded development cluster installs and uses `kidp-encrypted`.
     #[arg(long, env = "KIDP_ENCRYPTED_STORAGE_CLASS")]
     pub encrypted_storage_class: Option<String>,
 

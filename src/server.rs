@@ -1,14 +1,22 @@
-//! Start-up and shutdown: connect to the cluster (or start the embedded one for `--dev`), start the caches,
-//! serve the API and the metrics port, and drain on the first SIGTERM/SIGINT.
+//! Start-up and shutdown: bind both ports, connect to the cluster (or start the embedded one for `--dev`), start
+//! the caches, serve the API and the metrics port, and drain on the first SIGTERM/SIGINT.
+//!
+//! There is one shutdown path, [`Running::shutdown`], and it runs in dependency order: stop accepting and drain
+//! in-flight requests (they read the reflector stores), stop the actors (they consume observed events), cancel
+//! and await every background task (reflectors, event pump, exporters, usage poller), and only then stop the
+//! embedded cluster that all of them talk to. No task is left detached, so nothing outlives the cluster and
+//! logs errors about it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{EndpointExt, Route, Server, get, handler};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Args;
 use crate::http;
@@ -18,6 +26,14 @@ use crate::usecases::Broker;
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the actors get to stop; they write everything they owe to the cluster as they go, so stopping
+/// loses nothing and should take milliseconds.
+const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long cancelled background tasks get to end. They stop at their next await point, so this bound is only
+/// reached by a bug, and then the shutdown says so rather than hangs.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A running broker.
 pub struct Running {
     /// Where the REST API listens.
@@ -25,37 +41,71 @@ pub struct Running {
     /// Where `/metrics` is served.
     pub metrics_addr: SocketAddr,
     /// With `--dev`: the embedded cluster.
+    #[cfg(feature = "dev")]
     pub dev_cluster: Option<kubesim::KubeSim>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    /// Cancelled first: the servers stop accepting and drain.
+    stop_serving: CancellationToken,
+    servers: Vec<JoinHandle<std::io::Result<()>>>,
     supervisor: ractor::ActorRef<crate::actors::SupervisorMsg>,
+    /// Cancelled once the actors are gone: every background task ends.
+    stop_background: CancellationToken,
+    background: TaskTracker,
 }
 
 impl Running {
     /// With `--dev`: the embedded cluster's kubeconfig.
+    #[cfg(feature = "dev")]
     pub fn dev_kubeconfig(&self) -> Option<String> {
         self.dev_cluster.as_ref().map(|s| s.kubeconfig())
     }
 
-    /// Stops accepting, lets in-flight requests finish, then stops the embedded cluster.
+    /// Stops accepting, lets in-flight requests finish (at most [`DRAIN_TIMEOUT`]), stops the actors, cancels and
+    /// awaits every background task, then stops the embedded cluster.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        self.stop_serving.cancel();
+        for server in self.servers {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "server ended with an error"),
+                Err(e) => tracing::error!(error = %e, "server task failed"),
+            }
         }
-        // Deployment actors stop with their supervisor; everything they owe is in the cluster already.
+        // Everything the actors owe is in the cluster already, so stopping them loses nothing. The supervisor
+        // first, so that it cannot respawn deployment actors it sees stopping; ractor does not stop a stopped
+        // actor's children, so they are stopped next (a no-op if the supervisor already did).
         let _ = self
             .supervisor
-            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .stop_and_wait(None, Some(ACTOR_STOP_TIMEOUT))
             .await;
+        self.supervisor
+            .stop_children_and_wait(None, Some(ACTOR_STOP_TIMEOUT))
+            .await;
+        self.stop_background.cancel();
+        self.background.close();
+        if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, self.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                left = self.background.len(),
+                "background tasks did not stop within {}s",
+                BACKGROUND_STOP_TIMEOUT.as_secs()
+            );
+        }
+        #[cfg(feature = "dev")]
         if let Some(sim) = self.dev_cluster {
             sim.shutdown().await;
         }
+        tracing::info!("shutdown complete");
     }
 }
 
-async fn bind(addr: SocketAddr) -> std::io::Result<(impl Acceptor, SocketAddr)> {
-    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+/// Binds one port; the error names the address and what it was for, so a clash is obvious from the log.
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(impl Acceptor, SocketAddr)> {
+    let acceptor = TcpListener::bind(addr)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))?;
     let local = acceptor
         .local_addr()
         .first()
@@ -64,56 +114,98 @@ async fn bind(addr: SocketAddr) -> std::io::Result<(impl Acceptor, SocketAddr)> 
     Ok((acceptor, local))
 }
 
-/// Starts everything and returns once both ports accept connections.
-pub async fn start(args: Args) -> anyhow::Result<Running> {
-    let handle = crate::metrics::install();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut dev_cluster = None;
-    let (client, create_namespaces, encrypted_sc) = if args.dev {
-        tracing::warn!(
-            "DEVELOPMENT MODE: serving WITHOUT AUTHENTICATION against an embedded simulated cluster (kubesim); never expose this"
+/// The cluster the broker works against, and what follows from where it came from.
+struct Target {
+    client: kube::Client,
+    create_namespaces: bool,
+    install_crd: bool,
+    encrypted_storage_class: Option<String>,
+    /// The API server's URL (callbacks never go there).
+    api_server: Option<String>,
+    /// Whether callbacks may go to loopback addresses (`--dev`: a local receiver).
+    loopback_callbacks: bool,
+    #[cfg(feature = "dev")]
+    dev_cluster: Option<kubesim::KubeSim>,
+}
+
+/// Connects to the configured cluster, or with `--dev` starts the embedded one.
+async fn connect(args: &Args) -> anyhow::Result<Target> {
+    #[cfg(feature = "dev")]
+    if args.dev {
+        return start_dev(args).await;
+    }
+    Ok(Target {
+        client: Cluster::connect(args.kubeconfig.as_deref()).await?,
+        create_namespaces: args.create_namespaces,
+        install_crd: args.install_crd,
+        // An empty value means "none", so that the setting can be switched off through the environment.
+        encrypted_storage_class: args
+            .encrypted_storage_class
+            .clone()
+            .filter(|s| !s.is_empty()),
+        api_server: Cluster::api_server(args.kubeconfig.as_deref()).await,
+        loopback_callbacks: args.callback_allow_loopback,
+        #[cfg(feature = "dev")]
+        dev_cluster: None,
+    })
+}
+
+/// `--dev`: the embedded cluster, set up like a platform team's (CRD, namespaces on demand, encrypted storage).
+#[cfg(feature = "dev")]
+async fn start_dev(args: &Args) -> anyhow::Result<Target> {
+    tracing::warn!(
+        "DEVELOPMENT MODE: serving WITHOUT AUTHENTICATION against an embedded simulated cluster (kubesim); never expose this"
+    );
+    let dev = k8s::dev::start(args.dev_cluster_listen, args.dev_kubeconfig_out.as_deref()).await?;
+    tracing::info!(url = %dev.sim.url(), "embedded cluster started");
+    if let Some(p) = &args.dev_kubeconfig_out {
+        tracing::info!(
+            "use it with: KUBECONFIG={} kubectl get managedresources -A",
+            p.display()
         );
-        let dev =
-            k8s::dev::start(args.dev_cluster_listen, args.dev_kubeconfig_out.as_deref()).await?;
-        tracing::info!(url = %dev.sim.url(), "embedded cluster started");
-        if let Some(p) = &args.dev_kubeconfig_out {
-            tracing::info!(
-                "use it with: KUBECONFIG={} kubectl get managedresources -A",
-                p.display()
-            );
-        }
-        let client = dev.client.clone();
-        dev_cluster = Some(dev.sim);
-        (
-            client,
-            true,
-            Some(
-                args.encrypted_storage_class
-                    .clone()
-                    .unwrap_or_else(|| k8s::dev::DEV_ENCRYPTED_STORAGE_CLASS.to_string()),
-            ),
-        )
-    } else {
-        (
-            Cluster::connect(args.kubeconfig.as_deref()).await?,
-            args.create_namespaces,
-            // An empty value means "none", so that the setting can be switched off through the environment.
+    }
+    Ok(Target {
+        client: dev.client,
+        create_namespaces: true,
+        install_crd: true,
+        encrypted_storage_class: Some(
             args.encrypted_storage_class
                 .clone()
-                .filter(|s| !s.is_empty()),
-        )
-    };
+                .unwrap_or_else(|| k8s::dev::DEV_ENCRYPTED_STORAGE_CLASS.to_string()),
+        ),
+        api_server: Some(dev.sim.url().to_string()),
+        loopback_callbacks: true,
+        dev_cluster: Some(dev.sim),
+    })
+}
+
+/// Starts everything and returns once both ports accept connections.
+pub async fn start(args: Args) -> anyhow::Result<Running> {
+    // The ports first: a clash is a configuration error, reported before anything starts that would need
+    // stopping again.
+    let (api_acc, api_addr) = bind(args.listen, "REST API").await?;
+    let (metrics_acc, metrics_addr) = bind(args.metrics_listen, "metrics").await?;
+    let handle = crate::metrics::install();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let target = connect(&args).await?;
+    let encrypted_sc = target.encrypted_storage_class.clone();
     // The CRD first, so that the record watch finds its resource from the start.
-    if args.dev || args.install_crd {
-        Cluster::install_crd(&client).await?;
+    if target.install_crd {
+        Cluster::install_crd(&target.client).await?;
         tracing::info!("ManagedResource CRD installed");
     }
-    let api_server: Option<poem::http::Uri> = match &dev_cluster {
-        Some(sim) => Some(sim.url().to_string()),
-        None => Cluster::api_server(args.kubeconfig.as_deref()).await,
-    }
-    .and_then(|u| u.parse().ok());
-    let cluster = Cluster::start(client, create_namespaces);
+    let api_server: Option<poem::http::Uri> =
+        target.api_server.as_deref().and_then(|u| u.parse().ok());
+    let stop_background = CancellationToken::new();
+    let background = TaskTracker::new();
+    // Should start-up fail from here on, the tasks already started end with it.
+    let started = stop_background.clone().drop_guard();
+    let cluster = Cluster::start(
+        target.client,
+        target.create_namespaces,
+        &background,
+        &stop_background,
+    );
     let callbacks = crate::actors::CallbackPolicy {
         signing_secret: args
             .callback_signing_secret
@@ -127,8 +219,8 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
                 .cloned()
                 .collect(),
             allow_link_local: args.callback_allow_link_local,
-            allow_loopback: args.callback_allow_loopback || args.dev,
-            refused_sockets: refused_sockets(&args, api_server.as_ref()),
+            allow_loopback: target.loopback_callbacks,
+            refused_sockets: refused_sockets(&[api_addr, metrics_addr], api_server.as_ref()),
         },
     };
     let resolver = crate::actors::callback::CheckedResolver::new(callbacks.urls.clone());
@@ -152,9 +244,13 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         prices: args.prices(),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
     });
-    let supervisor = crate::actors::start(lifecycle).await?;
+    let supervisor = crate::actors::start(lifecycle, &background, &stop_background).await?;
     let usage = Arc::new(k8s::usage::UsageCache::default());
-    tokio::spawn(k8s::usage::run(Arc::downgrade(&cluster), usage.clone()));
+    background.spawn(k8s::usage::run(
+        Arc::downgrade(&cluster),
+        usage.clone(),
+        stop_background.clone(),
+    ));
     let state = Arc::new(Broker {
         usage,
         cluster,
@@ -163,51 +259,41 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         prices: args.prices(),
     });
 
-    let (tx, rx) = watch::channel(false);
-    let (api_acc, api_addr) = bind(args.listen).await?;
-    let (metrics_acc, metrics_addr) = bind(args.metrics_listen).await?;
+    let stop_serving = CancellationToken::new();
     let app = http::app(state, args.max_body_bytes);
-    let mut stop = rx.clone();
+    let stop = stop_serving.clone();
     let api_task = tokio::spawn(async move {
         Server::new_with_acceptor(api_acc)
-            .run_with_graceful_shutdown(
-                app,
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-                Some(DRAIN_TIMEOUT),
-            )
+            .run_with_graceful_shutdown(app, stop.cancelled_owned(), Some(DRAIN_TIMEOUT))
             .await
     });
-    let mut stop = rx.clone();
+    let stop = stop_serving.clone();
     let metrics_app = Route::new()
         .at("/metrics", get(metrics_endpoint))
         .data(handle);
     let metrics_task = tokio::spawn(async move {
         Server::new_with_acceptor(metrics_acc)
-            .run_with_graceful_shutdown(
-                metrics_app,
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-                Some(DRAIN_TIMEOUT),
-            )
+            .run_with_graceful_shutdown(metrics_app, stop.cancelled_owned(), Some(DRAIN_TIMEOUT))
             .await
     });
     tracing::info!(%api_addr, %metrics_addr, "kidp-broker serving");
+    started.disarm();
     Ok(Running {
         api_addr,
         metrics_addr,
-        dev_cluster,
-        shutdown: tx,
-        tasks: vec![api_task, metrics_task],
+        #[cfg(feature = "dev")]
+        dev_cluster: target.dev_cluster,
+        stop_serving,
+        servers: vec![api_task, metrics_task],
         supervisor,
+        stop_background,
+        background,
     })
 }
 
 /// Sockets no callback may reach: the broker's own listeners and the Kubernetes API server.
-fn refused_sockets(args: &Args, api_server: Option<&poem::http::Uri>) -> Vec<SocketAddr> {
-    let mut refused = vec![args.listen, args.metrics_listen];
+fn refused_sockets(own: &[SocketAddr], api_server: Option<&poem::http::Uri>) -> Vec<SocketAddr> {
+    let mut refused = own.to_vec();
     if let Some(api_server) = api_server
         && let Some(ip) = api_server
             .host()

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::domain::{DeploymentId, PriceTable};
 use crate::k8s::Cluster;
@@ -42,8 +44,13 @@ pub struct Lifecycle {
     pub resync: Duration,
 }
 
-/// Starts the supervisor and the pump that feeds it observed changes.
-pub async fn start(lc: Arc<Lifecycle>) -> anyhow::Result<ActorRef<SupervisorMsg>> {
+/// Starts the supervisor, and on `tasks` the pump that feeds it observed changes and the resource-count
+/// exporter; both end when `stop` is cancelled.
+pub async fn start(
+    lc: Arc<Lifecycle>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> anyhow::Result<ActorRef<SupervisorMsg>> {
     let mut events = lc
         .cluster
         .take_events()
@@ -59,8 +66,9 @@ pub async fn start(lc: Arc<Lifecycle>) -> anyhow::Result<ActorRef<SupervisorMsg>
     )
     .await?;
     let target = sup.clone();
-    tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
+    let pump_stop = stop.clone();
+    tasks.spawn(async move {
+        while let Some(Some(ev)) = pump_stop.run_until_cancelled(events.recv()).await {
             let msg = match ev {
                 Observed::Record(r) => SupervisorMsg::Record(r),
                 Observed::RecordGone { deployment_id } => {
@@ -79,6 +87,9 @@ pub async fn start(lc: Arc<Lifecycle>) -> anyhow::Result<ActorRef<SupervisorMsg>
             }
         }
     });
-    tokio::spawn(supervisor::export_resource_counts(Arc::downgrade(&lc)));
+    tasks.spawn(
+        stop.clone()
+            .run_until_cancelled_owned(supervisor::export_resource_counts(Arc::downgrade(&lc))),
+    );
     Ok(sup)
 }

@@ -1,6 +1,8 @@
-//! Everything that knows Kubernetes: the client, intent records, reflector stores, and (for `--dev`) the
-//! embedded kubesim. It takes no business decisions; callers get typed results and classified errors.
+//! Everything that knows Kubernetes: the client, intent records, reflector stores, and (for `--dev`, in builds
+//! with the `dev` feature) the embedded kubesim. It takes no business decisions; callers get typed results and
+//! classified errors.
 
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod observe;
 pub mod record;
@@ -21,6 +23,8 @@ use kube::runtime::reflector;
 use kube::{Client, CustomResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use self::observe::{Observed, Stores, Synced};
 use self::record::{
@@ -129,6 +133,8 @@ pub struct Cluster {
     synced: Arc<Synced>,
     events: Mutex<Option<mpsc::Receiver<Observed>>>,
     create_namespaces: bool,
+    /// Cancelled at shutdown, once the actors are gone: calls still in flight are abandoned.
+    stop: CancellationToken,
 }
 
 impl Cluster {
@@ -146,18 +152,40 @@ impl Cluster {
             .map(|c| c.cluster_url.to_string())
     }
 
-    /// Starts the reflectors. They keep retrying with backoff while the API server is away.
-    pub fn start(client: Client, create_namespaces: bool) -> Arc<Self> {
+    /// Starts the reflectors on `tasks`. They keep retrying with backoff while the API server is away, and end
+    /// when `stop` is cancelled.
+    pub fn start(
+        client: Client,
+        create_namespaces: bool,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> Arc<Self> {
         let synced = Arc::new(Synced::default());
         let (tx, rx) = observe::channel();
-        let stores = observe::start(client.clone(), tx, synced.clone());
+        let stores = observe::start(client.clone(), tx, synced.clone(), tasks, stop);
         Arc::new(Cluster {
             client,
             stores,
             synced,
             events: Mutex::new(Some(rx)),
             create_namespaces,
+            stop: stop.clone(),
         })
+    }
+
+    /// [`call`], abandoned once `stop` is cancelled. Calls a stopped deployment actor left running (their
+    /// results would go to no one) are dropped before the API server goes away, instead of failing against
+    /// it and logging errors; `biased` so that a cancelled call is never polled again.
+    async fn call<T>(
+        &self,
+        verb: &'static str,
+        f: impl Future<Output = kube::Result<T>>,
+    ) -> Result<T> {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Err(K8sError::Unavailable("the broker is shutting down".into())),
+            r = call(verb, f) => r,
+        }
     }
 
     /// The stream of observed changes; the first caller (the supervisor) gets it.
@@ -235,7 +263,7 @@ impl Cluster {
     /// Whether a namespace exists; creates it first when the broker is configured to.
     pub async fn ensure_namespace(&self, ns: &str) -> Result<bool> {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        if call("get", api.get_opt(ns)).await?.is_some() {
+        if self.call("get", api.get_opt(ns)).await?.is_some() {
             return Ok(true);
         }
         if !self.create_namespaces {
@@ -245,7 +273,7 @@ impl Cluster {
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ns, "labels": {labels::MANAGED_BY: labels::MANAGED_BY_VALUE}}
         });
-        call(
+        self.call(
             "apply",
             api.patch(ns, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&body)),
         )
@@ -256,7 +284,7 @@ impl Cluster {
     /// Reads a record from the API server (authoritative; used where a stale cache could double-accept).
     pub async fn get_record(&self, ns: &str, name: &str) -> Result<Option<ManagedResource>> {
         let api: Api<ManagedResource> = Api::namespaced(self.client.clone(), ns);
-        call("get", api.get_opt(name)).await
+        self.call("get", api.get_opt(name)).await
     }
 
     /// Creates a record. A create (not an apply) so that of two concurrent first requests exactly one wins;
@@ -286,7 +314,7 @@ impl Cluster {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
         };
-        call("create", api.create(&pp, &rec)).await
+        self.call("create", api.create(&pp, &rec)).await
     }
 
     /// Finds a record by deployment id in any namespace (an API list by label, not the cache, so that an
@@ -294,7 +322,7 @@ impl Cluster {
     pub async fn find_by_id(&self, id: &str) -> Result<Option<ManagedResource>> {
         let api: Api<ManagedResource> = Api::all(self.client.clone());
         let lp = ListParams::default().labels(&format!("{}={id}", labels::DEPLOYMENT_ID));
-        let list = call("list", api.list(&lp)).await?;
+        let list = self.call("list", api.list(&lp)).await?;
         Ok(list.items.into_iter().next())
     }
 
@@ -320,7 +348,7 @@ impl Cluster {
             {"op": "add", "path": "/spec/deprovision", "value": req}
         ]))
         .expect("static JSON patch");
-        call(
+        self.call(
             "patch",
             api.patch(
                 &name,
@@ -347,7 +375,7 @@ impl Cluster {
         } else {
             Api::all_with(self.client.clone(), &ar)
         };
-        call(
+        self.call(
             "apply",
             api.patch(
                 name,
@@ -373,7 +401,7 @@ impl Cluster {
             "metadata": {"name": name},
             "status": status,
         });
-        call(
+        self.call(
             "apply",
             api.patch_status(
                 name,
@@ -393,7 +421,7 @@ impl Cluster {
             propagation_policy: Some(PropagationPolicy::Foreground),
             ..Default::default()
         };
-        match call("delete", api.delete(name, &dp)).await {
+        match self.call("delete", api.delete(name, &dp)).await {
             Err(e) if !e.is_not_found() => Err(e),
             _ => Ok(()),
         }
@@ -417,11 +445,12 @@ impl Cluster {
         ]))
         .expect("static JSON patch");
         let api: Api<ManagedResource> = Api::namespaced(self.client.clone(), &ns);
-        match call(
-            "patch",
-            api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)),
-        )
-        .await
+        match self
+            .call(
+                "patch",
+                api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)),
+            )
+            .await
         {
             Err(e) if !e.is_not_found() => Err(e),
             _ => Ok(()),
@@ -446,7 +475,8 @@ impl Cluster {
             let (ar, _) = api_resource(&json!({"apiVersion": api_version, "kind": kind}))
                 .expect("known kinds");
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
-            call("deletecollection", api.delete_collection(&dp, &lp)).await?;
+            self.call("deletecollection", api.delete_collection(&dp, &lp))
+                .await?;
         }
         Ok(())
     }
@@ -454,7 +484,7 @@ impl Cluster {
     /// Reads a Secret (to reuse generated credentials across re-renders).
     pub async fn get_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
-        call("get", api.get_opt(name)).await
+        self.call("get", api.get_opt(name)).await
     }
 }
 

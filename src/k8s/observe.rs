@@ -1,6 +1,8 @@
 //! Observation: one label-selected reflector per kind (records, StatefulSets, Pods, Services, PVCs, CronJobs),
 //! shared as stores, with every event routed by the `kidp.io/deployment-id` label to whoever listens (the
-//! supervisor). Reads never go to the API server; nothing here polls objects.
+//! supervisor). Reads never go to the API server; nothing here polls objects. Every reflector runs on the
+//! caller's task tracker and ends when its cancellation token fires, so shutdown can wait for all of them before
+//! the API server goes away.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +16,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::record::{ManagedResource, labels};
 
@@ -70,39 +74,28 @@ fn deployment_id<K: Resource>(o: &K) -> Option<String> {
         .cloned()
 }
 
-/// Starts every reflector. Events go to `tx`.
-pub fn start(client: Client, tx: mpsc::Sender<Observed>, synced: Arc<Synced>) -> Stores {
+/// Starts every reflector on `tasks`; each ends when `stop` is cancelled. Events go to `tx`.
+pub fn start(
+    client: Client,
+    tx: mpsc::Sender<Observed>,
+    synced: Arc<Synced>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> Stores {
+    let run = Reflecting {
+        client,
+        tx,
+        synced,
+        tasks,
+        stop,
+    };
     Stores {
-        records: reflect::<ManagedResource>(
-            client.clone(),
-            tx.clone(),
-            synced.clone(),
-            "managedresources",
-            true,
-        ),
-        statefulsets: reflect::<StatefulSet>(
-            client.clone(),
-            tx.clone(),
-            synced.clone(),
-            "statefulsets",
-            false,
-        ),
-        pods: reflect::<Pod>(client.clone(), tx.clone(), synced.clone(), "pods", false),
-        services: reflect::<Service>(
-            client.clone(),
-            tx.clone(),
-            synced.clone(),
-            "services",
-            false,
-        ),
-        pvcs: reflect::<PersistentVolumeClaim>(
-            client.clone(),
-            tx.clone(),
-            synced.clone(),
-            "persistentvolumeclaims",
-            false,
-        ),
-        cronjobs: reflect::<CronJob>(client, tx, synced, "cronjobs", false),
+        records: run.reflect::<ManagedResource>("managedresources", true),
+        statefulsets: run.reflect::<StatefulSet>("statefulsets", false),
+        pods: run.reflect::<Pod>("pods", false),
+        services: run.reflect::<Service>("services", false),
+        pvcs: run.reflect::<PersistentVolumeClaim>("persistentvolumeclaims", false),
+        cronjobs: run.reflect::<CronJob>("cronjobs", false),
     }
 }
 
@@ -117,71 +110,80 @@ fn send(tx: &mpsc::Sender<Observed>, ev: Observed) {
     }
 }
 
-fn reflect<K>(
+/// What every reflector of one [`start`] shares.
+struct Reflecting<'a> {
     client: Client,
     tx: mpsc::Sender<Observed>,
     synced: Arc<Synced>,
-    resource: &'static str,
-    is_record: bool,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + serde::Serialize
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let api: Api<K> = Api::all(client);
-    let cfg = watcher::Config::default().labels(&selector());
-    // managedFields are most of an object's size and the broker never reads them: keep them out of the stores.
-    let events = watcher(api, cfg).modify(|o: &mut K| o.meta_mut().managed_fields = None);
-    let stream = reflector::reflector(writer, events).default_backoff();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        let mut counted = false;
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::InitDone) => {
-                    if !counted {
-                        synced.done.fetch_add(1, Ordering::Relaxed);
-                        counted = true;
-                    }
-                }
-                Ok(watcher::Event::Init) => {}
-                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
-                    if is_record {
-                        // The reflector store holds the same object; route a typed copy to the supervisor.
-                        if let Ok(v) = serde_json::to_value(&o)
-                            && let Ok(rec) = serde_json::from_value::<ManagedResource>(v)
-                        {
-                            send(&tx, Observed::Record(Arc::new(rec)));
+    tasks: &'a TaskTracker,
+    stop: &'a CancellationToken,
+}
+
+impl Reflecting<'_> {
+    /// Starts one label-selected reflector of `K` and returns its store.
+    fn reflect<K>(&self, resource: &'static str, is_record: bool) -> Store<K>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned
+            + serde::Serialize
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        let api: Api<K> = Api::all(self.client.clone());
+        let cfg = watcher::Config::default().labels(&selector());
+        // managedFields are most of an object's size and the broker never reads them: keep them out of the stores.
+        let events = watcher(api, cfg).modify(|o: &mut K| o.meta_mut().managed_fields = None);
+        let stream = reflector::reflector(writer, events).default_backoff();
+        let (tx, synced, stop) = (self.tx.clone(), self.synced.clone(), self.stop.clone());
+        self.tasks.spawn(async move {
+            futures::pin_mut!(stream);
+            let mut counted = false;
+            // Shutdown cancels this before the API server goes away (the embedded one of --dev): the watch is
+            // dropped mid-request instead of logging errors about a cluster that is gone.
+            while let Some(Some(ev)) = stop.run_until_cancelled(stream.next()).await {
+                match ev {
+                    Ok(watcher::Event::InitDone) => {
+                        if !counted {
+                            synced.done.fetch_add(1, Ordering::Relaxed);
+                            counted = true;
                         }
-                    } else if let Some(id) = deployment_id(&o) {
-                        send(&tx, Observed::Child { deployment_id: id });
                     }
-                }
-                Ok(watcher::Event::Delete(o)) => {
-                    if let Some(id) = deployment_id(&o) {
-                        let ev = if is_record {
-                            Observed::RecordGone { deployment_id: id }
-                        } else {
-                            Observed::Child { deployment_id: id }
-                        };
-                        send(&tx, ev);
-                    } else if is_record {
-                        tracing::warn!(name = %o.name_any(), "a record without a deployment-id label was deleted");
+                    Ok(watcher::Event::Init) => {}
+                    Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                        if is_record {
+                            // The reflector store holds the same object; route a typed copy to the supervisor.
+                            if let Ok(v) = serde_json::to_value(&o)
+                                && let Ok(rec) = serde_json::from_value::<ManagedResource>(v)
+                            {
+                                send(&tx, Observed::Record(Arc::new(rec)));
+                            }
+                        } else if let Some(id) = deployment_id(&o) {
+                            send(&tx, Observed::Child { deployment_id: id });
+                        }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(%resource, error = %e, "watch failed; retrying with backoff");
-                    crate::metrics::watch_error(resource);
+                    Ok(watcher::Event::Delete(o)) => {
+                        if let Some(id) = deployment_id(&o) {
+                            let ev = if is_record {
+                                Observed::RecordGone { deployment_id: id }
+                            } else {
+                                Observed::Child { deployment_id: id }
+                            };
+                            send(&tx, ev);
+                        } else if is_record {
+                            tracing::warn!(name = %o.name_any(), "a record without a deployment-id label was deleted");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%resource, error = %e, "watch failed; retrying with backoff");
+                        crate::metrics::watch_error(resource);
+                    }
                 }
             }
-        }
-    });
-    reader
+        });
+        reader
+    }
 }

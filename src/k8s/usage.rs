@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use tokio_util::sync::CancellationToken;
 
 use super::Cluster;
 use crate::domain;
@@ -86,8 +87,13 @@ async fn collect(cluster: &Cluster, ns: &str) -> Result<HashMap<String, PodUsage
     Ok(out)
 }
 
-/// Refreshes the cache until the cluster is dropped.
-pub async fn run(cluster: Weak<Cluster>, cache: Arc<UsageCache>) {
+/// Refreshes the cache until `stop` is cancelled (or the cluster is dropped); a cancelled refresh is abandoned
+/// mid-request rather than awaited, so shutdown never waits on the metrics API.
+pub async fn run(cluster: Weak<Cluster>, cache: Arc<UsageCache>, stop: CancellationToken) {
+    stop.run_until_cancelled(refresh(cluster, cache)).await;
+}
+
+async fn refresh(cluster: Weak<Cluster>, cache: Arc<UsageCache>) {
     let mut tick = tokio::time::interval(INTERVAL);
     loop {
         tick.tick().await;
