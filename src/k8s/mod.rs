@@ -211,8 +211,8 @@ impl Cluster {
     /// A record by deployment id, from the cache.
     pub fn record_by_id(&self, id: &crate::domain::DeploymentId) -> Option<Arc<ManagedResource>> {
         self.stores
-            .records
-            .find(|r| r.spec.deployment_id == id.as_str())
+            .record_ids
+            .get(&self.stores.records, id.as_str())
     }
 
     /// Whether every reflector has completed its first list.

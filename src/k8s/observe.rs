@@ -4,14 +4,15 @@
 //! caller's task tracker and ends when its cancellation token fires, so shutdown can wait for all of them before
 //! the API server goes away.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -36,10 +37,41 @@ pub enum Observed {
     Child { deployment_id: String },
 }
 
+/// Records by deployment id, kept beside the record store so that a lookup by id is one hash lookup, not a
+/// scan of every record in the cluster. Entries are checked against the store on the way out, so one left
+/// behind by a watch gap is never answered.
+#[derive(Default)]
+pub struct RecordIndex {
+    ids: RwLock<HashMap<String, ObjectRef<ManagedResource>>>,
+}
+
+impl RecordIndex {
+    fn insert(&self, rec: &ManagedResource) {
+        let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
+        ids.insert(rec.spec.deployment_id.clone(), ObjectRef::from_obj(rec));
+    }
+
+    fn remove(&self, id: &str) {
+        let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
+        ids.remove(id);
+    }
+
+    /// The record of deployment `id` in `store`.
+    pub fn get(&self, store: &Store<ManagedResource>, id: &str) -> Option<Arc<ManagedResource>> {
+        let key = {
+            let ids = self.ids.read().unwrap_or_else(|p| p.into_inner());
+            ids.get(id)?.clone()
+        };
+        store.get(&key).filter(|r| r.spec.deployment_id == id)
+    }
+}
+
 /// The reflector stores of everything the broker manages.
 #[derive(Clone)]
 pub struct Stores {
     pub records: Store<ManagedResource>,
+    /// Records by deployment id.
+    pub record_ids: Arc<RecordIndex>,
     pub statefulsets: Store<StatefulSet>,
     pub pods: Store<Pod>,
     pub services: Store<Service>,
@@ -82,15 +114,18 @@ pub fn start(
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) -> Stores {
+    let record_ids = Arc::new(RecordIndex::default());
     let run = Reflecting {
         client,
         tx,
         synced,
         tasks,
         stop,
+        record_ids: record_ids.clone(),
     };
     Stores {
         records: run.reflect::<ManagedResource>("managedresources", true),
+        record_ids,
         statefulsets: run.reflect::<StatefulSet>("statefulsets", false),
         pods: run.reflect::<Pod>("pods", false),
         services: run.reflect::<Service>("services", false),
@@ -117,6 +152,7 @@ struct Reflecting<'a> {
     synced: Arc<Synced>,
     tasks: &'a TaskTracker,
     stop: &'a CancellationToken,
+    record_ids: Arc<RecordIndex>,
 }
 
 impl Reflecting<'_> {
@@ -139,6 +175,7 @@ impl Reflecting<'_> {
         let events = watcher(api, cfg).modify(|o: &mut K| o.meta_mut().managed_fields = None);
         let stream = reflector::reflector(writer, events).default_backoff();
         let (tx, synced, stop) = (self.tx.clone(), self.synced.clone(), self.stop.clone());
+        let record_ids = self.record_ids.clone();
         self.tasks.spawn(async move {
             futures::pin_mut!(stream);
             let mut counted = false;
@@ -159,6 +196,7 @@ impl Reflecting<'_> {
                             if let Ok(v) = serde_json::to_value(&o)
                                 && let Ok(rec) = serde_json::from_value::<ManagedResource>(v)
                             {
+                                record_ids.insert(&rec);
                                 send(&tx, Observed::Record(Arc::new(rec)));
                             }
                         } else if let Some(id) = deployment_id(&o) {
@@ -168,6 +206,7 @@ impl Reflecting<'_> {
                     Ok(watcher::Event::Delete(o)) => {
                         if let Some(id) = deployment_id(&o) {
                             let ev = if is_record {
+                                record_ids.remove(&id);
                                 Observed::RecordGone { deployment_id: id }
                             } else {
                                 Observed::Child { deployment_id: id }

@@ -98,8 +98,23 @@ pub async fn start_fast(extra: &[&str]) -> Env {
     start_against(sim, &args).await
 }
 
-/// The broker against an already running kubesim.
+/// The broker against an already running kubesim (callbacks to loopback allowed: the receivers listen there).
 pub async fn start_against(sim: kubesim::KubeSim, extra: &[&str]) -> Env {
+    start_against_with(sim, extra, true).await
+}
+
+/// kubesim and a broker with the production callback egress policy (loopback refused).
+pub async fn start_strict_egress(extra: &[&str]) -> Env {
+    let sim = start_sim("127.0.0.1:0".parse().unwrap()).await;
+    start_against_with(sim, extra, false).await
+}
+
+/// The broker against an already running kubesim; `loopback_callbacks` allows callbacks to loopback.
+pub async fn start_against_with(
+    sim: kubesim::KubeSim,
+    extra: &[&str],
+    loopback_callbacks: bool,
+) -> Env {
     let sim_addr = sim.addr();
     let dir = std::env::temp_dir().join(format!("kidp-broker-test-{}", sim_addr.port()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -115,9 +130,10 @@ pub async fn start_against(sim: kubesim::KubeSim, extra: &[&str]) -> Env {
         kubeconfig.display().to_string(),
         "--create-namespaces".into(),
         "--install-crd".into(),
-        // The callback receivers of these tests listen on loopback.
-        "--callback-allow-loopback".into(),
     ];
+    if loopback_callbacks {
+        argv.push("--callback-allow-loopback".into());
+    }
     if !extra.contains(&"--encrypted-storage-class") {
         argv.extend([
             "--encrypted-storage-class".to_string(),
