@@ -72,6 +72,7 @@ impl From<&K8sError> for CallError {
             K8sError::Rejected(s) => {
                 CallError::Rejected(format!("{} ({} {})", s.message, s.code, s.reason))
             }
+            K8sError::NotOurs { .. } => CallError::Foreign(e.to_string()),
             K8sError::NotFound(_) | K8sError::Unsupported(_) | K8sError::Other(_) => {
                 CallError::Rejected(e.to_string())
             }
@@ -360,9 +361,15 @@ impl DeploymentState {
             ),
             Effect::DeleteChildren => {
                 let id = self.id.clone();
+                let uid = self.record.metadata.uid.clone().unwrap_or_default();
+                let resource = self.record.spec.resource_name.clone();
                 self.spawn_call(
                     myself,
-                    async move { lc.cluster.delete_children(&ns, id.as_str()).await },
+                    async move {
+                        lc.cluster
+                            .delete_children(&ns, id.as_str(), &uid, &resource)
+                            .await
+                    },
                     DeploymentMsg::ChildrenDeleted,
                 )
             }

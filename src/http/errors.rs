@@ -160,6 +160,7 @@ impl From<K8sError> for Problem {
                     s.code, s.reason
                 ))
             }
+            K8sError::NotOurs { .. } => Problem::conflict(e.to_string()),
             K8sError::Unsupported(what) => {
                 tracing::error!(%what, "unsupported object");
                 Problem::new(500, "internal_error", "internal error")
