@@ -154,7 +154,7 @@ impl From<K8sError> for Problem {
                 Problem::kubernetes(e.to_string())
             }
             K8sError::NotFound(s) | K8sError::Rejected(s) => {
-                tracing::error!(code = s.code, reason = %s.reason, message = %s.message, "unexpected Kubernetes API error");
+                tracing::error!(code = s.code, reason = %s.reason, detail = %s.message, "unexpected Kubernetes API error");
                 Problem::kubernetes(format!(
                     "the Kubernetes API refused the request ({} {})",
                     s.code, s.reason

@@ -524,6 +524,44 @@ impl Cluster {
         self.call("get", api.get_opt(name)).await
     }
 
+    /// Records a Kubernetes Event on the record (`kubectl describe managedresource` shows it): `warning` for
+    /// what needs a human, normal otherwise.
+    pub async fn record_event(
+        &self,
+        rec: &ManagedResource,
+        reason: &str,
+        message: &str,
+        warning: bool,
+    ) -> Result<()> {
+        let ns = rec.metadata.namespace.clone().unwrap_or_default();
+        let name = rec.metadata.name.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{name}."), "namespace": ns},
+            "involvedObject": {
+                "apiVersion": "kidp.io/v1alpha1", "kind": "ManagedResource",
+                "name": name, "namespace": ns, "uid": rec.metadata.uid,
+            },
+            "reason": reason,
+            // Event messages are bounded upstream (1 KiB); ours are short, but a pod's message may not be.
+            "message": message.chars().take(1024).collect::<String>(),
+            "type": if warning { "Warning" } else { "Normal" },
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+            "firstTimestamp": rfc3339(now),
+            "lastTimestamp": rfc3339(now),
+            "count": 1,
+        });
+        let event: k8s_openapi::api::core::v1::Event =
+            serde_json::from_value(event).map_err(|e| K8sError::Unsupported(e.to_string()))?;
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &ns);
+        self.call("create", api.create(&PostParams::default(), &event))
+            .await?;
+        Ok(())
+    }
+
     /// Reads a Secret (to reuse generated credentials across re-renders).
     pub async fn get_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
