@@ -260,7 +260,16 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     });
 
     let stop_serving = CancellationToken::new();
-    let app = http::app(state, args.max_body_bytes);
+    let audit_log = http::audit::AuditLog::open(args.audit_log.as_deref()).with_context(|| {
+        format!(
+            "cannot open the audit log {}",
+            args.audit_log
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        )
+    })?;
+    let app = http::app(state, args.max_body_bytes, Arc::new(audit_log));
     let stop = stop_serving.clone();
     let api_task = tokio::spawn(async move {
         Server::new_with_acceptor(api_acc)

@@ -128,6 +128,15 @@ impl Problem {
     }
 }
 
+/// A response's error code as a bounded metric label: one of [`ERROR_CODES`], else `other`.
+pub fn known_code(code: &str) -> &'static str {
+    ERROR_CODES
+        .iter()
+        .copied()
+        .find(|c| *c == code)
+        .unwrap_or("other")
+}
+
 impl From<ValidationError> for Problem {
     fn from(e: ValidationError) -> Self {
         Problem::validation(e.message)

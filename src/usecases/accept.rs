@@ -87,7 +87,6 @@ impl Broker {
             {
                 Ok(rec) => {
                     tracing::info!(
-                        audit = true,
                         action = "provision",
                         deployment_id = %rec.spec.deployment_id,
                         namespace = %req.namespace,
@@ -139,7 +138,6 @@ impl Broker {
             {
                 Ok(()) => {
                     tracing::info!(
-                        audit = true,
                         action = "deprovision",
                         deployment_id = %req.deployment_id,
                         namespace = %req.namespace,
