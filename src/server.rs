@@ -257,6 +257,8 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         encrypted_storage_class: encrypted_sc,
         callbacks: callbacks.urls,
         prices: args.prices(),
+        require_team: args.require_team,
+        team_locks: Default::default(),
     });
 
     let stop_serving = CancellationToken::new();

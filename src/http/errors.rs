@@ -18,9 +18,11 @@ use crate::usecases::Refusal;
 
 /// Every `error` code the broker sends, documented as the error body's enum. [`Problem::new`] checks (in
 /// debug builds, so in every test) that no other code is ever sent.
-pub const ERROR_CODES: [&str; 9] = [
+pub const ERROR_CODES: [&str; 11] = [
     "validation_failed",
     "invalid_request",
+    "forbidden",
+    "quota_exceeded",
     "resource_not_found",
     "resource_conflict",
     "payload_too_large",
@@ -58,6 +60,11 @@ pub fn example_for_status(status: u16) -> Option<ErrorBody> {
     let id = "deploy-fc8fc917314e2b8b698427458cd35342";
     let p = match status {
         400 => Problem::validation("resourceName is required"),
+        403 => Problem::new(
+            403,
+            "quota_exceeded",
+            "team platform-team: memory would be 20Gi of 16Gi",
+        ),
         404 => Problem::not_found(format!("deployment {id} not found")),
         409 => Problem::conflict(format!(
             "database/postgres-app-db already exists in namespace team-platform with a different spec (deployment {id})"
@@ -150,6 +157,8 @@ impl From<Refusal> for Problem {
             Refusal::NotFound(m) => Problem::not_found(m),
             Refusal::Conflict(m) => Problem::conflict(m),
             Refusal::NotReady(m) => Problem::kubernetes(m),
+            Refusal::Forbidden(m) => Problem::new(403, "forbidden", m),
+            Refusal::QuotaExceeded(m) => Problem::new(403, "quota_exceeded", m),
             Refusal::Cluster(e) => e.into(),
         }
     }
@@ -200,6 +209,10 @@ pub enum ProvisionError {
     /// The request failed validation (`validation_failed`) or is malformed (`invalid_request`).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// The team may not do this (`forbidden`: namespace, engine, size or high availability outside its Team)
+    /// or it would exceed the Team's limits (`quota_exceeded`, with the numbers).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// A resource of that type and name exists in the namespace with a different spec, or is being deleted.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
@@ -276,6 +289,7 @@ macro_rules! from_problem {
 }
 
 from_problem!(ProvisionError, otherwise BadRequest, {
+    403 => Forbidden,
     409 => Conflict,
     413 => PayloadTooLarge,
     500 | 503 => Unavailable,

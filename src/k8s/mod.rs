@@ -8,6 +8,7 @@ pub mod observe;
 pub mod record;
 pub mod render;
 pub mod state;
+pub mod team;
 pub mod usage;
 pub mod workload;
 
@@ -242,30 +243,24 @@ impl Cluster {
 
     /// Applies the ManagedResource CRD and waits until it is established.
     pub async fn install_crd(client: &Client) -> Result<()> {
-        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        let crd = ManagedResource::crd();
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        call(
-            "apply",
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&crd),
-            ),
-        )
-        .await?;
-        let established = kube::runtime::wait::await_condition(
-            api,
-            &name,
-            kube::runtime::wait::conditions::is_crd_established(),
-        );
-        match tokio::time::timeout(Duration::from_secs(30), established).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(K8sError::Unavailable(e.to_string())),
-            Err(_) => Err(K8sError::Unavailable(
-                "the ManagedResource CRD was not established within 30s".into(),
-            )),
+        for crd in [ManagedResource::crd(), team::Team::crd()] {
+            install_one_crd(client, crd).await?;
         }
+        Ok(())
+    }
+
+    /// A team's `Team`, from the API server (authoritative: quotas must not be judged on a stale copy).
+    pub async fn get_team(&self, name: &str) -> Result<Option<team::Team>> {
+        let api: Api<team::Team> = Api::all(self.client.clone());
+        self.call("get", api.get_opt(name)).await
+    }
+
+    /// Every record of a team in any namespace, from the API server (not the cache, which may not have seen a
+    /// record accepted a moment ago).
+    pub async fn team_records(&self, team: &str) -> Result<Vec<ManagedResource>> {
+        let api: Api<ManagedResource> = Api::all(self.client.clone());
+        let lp = ListParams::default().labels(&format!("{}={team}", labels::TEAM));
+        Ok(self.call("list", api.list(&lp)).await?.items)
     }
 
     /// Whether a namespace exists; creates it first when the broker is configured to.
@@ -566,6 +561,33 @@ impl Cluster {
     pub async fn get_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         self.call("get", api.get_opt(name)).await
+    }
+}
+
+/// Applies one CRD and waits until it is established.
+async fn install_one_crd(client: &Client, crd: CustomResourceDefinition) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    call(
+        "apply",
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        ),
+    )
+    .await?;
+    let established = kube::runtime::wait::await_condition(
+        api,
+        &name,
+        kube::runtime::wait::conditions::is_crd_established(),
+    );
+    match tokio::time::timeout(Duration::from_secs(30), established).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(K8sError::Unavailable(e.to_string())),
+        Err(_) => Err(K8sError::Unavailable(format!(
+            "the CRD {name} was not established within 30s"
+        ))),
     }
 }
 

@@ -37,6 +37,9 @@ impl Broker {
         self.callbacks
             .check(&req.callback_url)
             .map_err(Refusal::Invalid)?;
+        // Held until the record is created: the quota decision and the create are one step per team.
+        let _team_turn = self.team_locks.lock(&req.team).await;
+        self.check_quota(&req).await?;
         if !self.cluster.ensure_namespace(&req.namespace).await? {
             return Err(Refusal::Invalid(format!(
                 "namespace \"{}\" does not exist",
