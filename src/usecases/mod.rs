@@ -6,10 +6,12 @@
 //! Never touches HTTP framework types; answers in domain terms ([`Refusal`], [`ResourceView`]).
 
 mod accept;
+mod authorize;
 mod views;
 
 use std::sync::Arc;
 
+use crate::auth::Access;
 use crate::domain::{CallbackUrlPolicy, PriceTable};
 use crate::k8s::usage::UsageCache;
 use crate::k8s::{Cluster, K8sError};
@@ -27,6 +29,8 @@ pub struct Broker {
     pub prices: PriceTable,
     /// Pod usage from the metrics API.
     pub usage: Arc<UsageCache>,
+    /// Authentication and the namespace policy.
+    pub access: Arc<Access>,
 }
 
 /// Why a use case said no.
@@ -38,6 +42,9 @@ pub enum Refusal {
     /// No such deployment (404).
     #[error("{0}")]
     NotFound(String),
+    /// The subject may not do this here, or nobody may (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// It clashes with what exists (409).
     #[error("{0}")]
     Conflict(String),
