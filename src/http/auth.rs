@@ -88,7 +88,7 @@ impl<'a> FromRequest<'a> for Caller {
             .get::<Subject>()
             .cloned()
             .map(Caller)
-            .ok_or_else(|| Problem::unauthorized(AuthError::Missing.to_string()).into())
+            .ok_or_else(|| poem::Error::from_response(unauthorized(&AuthError::Missing)))
     }
 }
 

@@ -270,7 +270,7 @@ pub enum QueryError {
         #[oai(header = "WWW-Authenticate")]
         String,
     ),
-    /// The subject may not do this in the namespace, or the namespace is reserved (`forbidden`).
+    /// The subject may not read in the namespace (`forbidden`).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No deployment has this id.
@@ -295,7 +295,7 @@ pub enum QueryBodyError {
         #[oai(header = "WWW-Authenticate")]
         String,
     ),
-    /// The subject may not do this in the namespace, or the namespace is reserved (`forbidden`).
+    /// The subject may not read in the namespace (`forbidden`).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// The body is larger than the configured limit.

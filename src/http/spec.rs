@@ -8,6 +8,8 @@
 //! - Names for enum values that are not identifiers (`x-enum-varnames`, read by openapi-python-client and
 //!   openapi-generator): version `15` becomes `V15` in a generated client rather than `VALUE_3`, a name that
 //!   changes meaning whenever the catalogue adds a version.
+//! - The bearer security scheme and its requirement on the `/v1/` operations (left out of the document a broker
+//!   serving without authentication serves).
 
 use std::collections::BTreeSet;
 
