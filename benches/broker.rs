@@ -152,6 +152,8 @@ async fn main() {
             kubeconfig.to_str().unwrap(),
             "--create-namespaces",
             "--install-crd",
+            // Measures the lifecycle, not authentication.
+            "--insecure-no-auth",
             "--resync-seconds",
             "30",
         ])

@@ -55,6 +55,45 @@ pub struct Args {
     #[arg(long, env = "KIDP_DEV_KUBECONFIG_OUT")]
     pub dev_kubeconfig_out: Option<PathBuf>,
 
+    /// With --dev: require `Authorization: Bearer <this>` (subject `dev`, every namespace and action), so that
+    /// the authentication path can be tried locally.
+    #[cfg(feature = "dev")]
+    #[arg(long, env = "KIDP_DEV_TOKEN", hide_env_values = true, requires = "dev")]
+    pub dev_token: Option<String>,
+
+    /// Bearer tokens, their subjects and grants (YAML; see the README); re-read when it changes.
+    #[arg(long, env = "KIDP_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Authenticate bearer tokens with a Kubernetes TokenReview and authorize each request with a
+    /// SubjectAccessReview on `managedresources.kidp.io` in the target namespace.
+    #[arg(long, env = "KIDP_AUTH_KUBERNETES", default_value_t = false)]
+    pub auth_kubernetes: bool,
+
+    /// With --auth-kubernetes: audiences the token must be valid for, comma-separated (the API server's when
+    /// absent).
+    #[arg(long, env = "KIDP_AUTH_AUDIENCE", value_delimiter = ',')]
+    pub auth_audience: Vec<String>,
+
+    /// Serve the API WITHOUT authentication (every caller may do everything); logged at start and shown by
+    /// /readiness. Needed when no authentication is configured, so that an open broker is always deliberate.
+    #[arg(long, env = "KIDP_INSECURE_NO_AUTH", default_value_t = false)]
+    pub insecure_no_auth: bool,
+
+    /// Namespaces the broker may provision into and deprovision from, comma-separated globs; any when empty.
+    #[arg(long, env = "KIDP_ALLOWED_NAMESPACES", value_delimiter = ',')]
+    pub allowed_namespaces: Vec<String>,
+
+    /// Namespaces the broker never provisions into or deprovisions from, comma-separated globs; wins over
+    /// --allowed-namespaces. A value replaces the default (an empty value denies none).
+    #[arg(
+        long,
+        env = "KIDP_DENIED_NAMESPACES",
+        value_delimiter = ',',
+        default_value = crate::auth::namespaces::DEFAULT_DENIED
+    )]
+    pub denied_namespaces: Vec<String>,
+
     /// A StorageClass that encrypts volumes at rest; requests with `encryption.atRest: true` are refused
     /// when none is configured. The embedded development cluster installs and uses `kidp-encrypted`.
     #[arg(long, env = "KIDP_ENCRYPTED_STORAGE_CLASS")]

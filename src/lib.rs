@@ -6,6 +6,7 @@
 //! - [`domain`]: the shared vocabulary, validation, catalogue, cost and drift — pure, no I/O.
 //! - `http`: the REST surface (poem-openapi), the error body, Swagger UI and the spec.
 //! - `k8s`: the Kubernetes client, intent records, reflector stores, `--dev`'s embedded kubesim.
+//! - `auth`: who is calling (token file, Kubernetes TokenReview, `--dev-token`) and the namespace policy.
 //! - `usecases`: accepting provisions and deprovisions, and the views of what runs (between `http` and the
 //!   cluster; business rules, authorization and quotas live here).
 //! - `actors`: the lifecycle — a supervisor and one actor per deployment, the namespace throttle, callbacks.
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod actors;
+mod auth;
 pub mod config;
 pub mod domain;
 mod http;

@@ -154,7 +154,7 @@ async fn connect(args: &Args) -> anyhow::Result<Target> {
 #[cfg(feature = "dev")]
 async fn start_dev(args: &Args) -> anyhow::Result<Target> {
     tracing::warn!(
-        "DEVELOPMENT MODE: serving WITHOUT AUTHENTICATION against an embedded simulated cluster (kubesim); never expose this"
+        "DEVELOPMENT MODE: serving against an embedded simulated cluster (kubesim); never expose this"
     );
     let dev = k8s::dev::start(args.dev_cluster_listen, args.dev_kubeconfig_out.as_deref()).await?;
     tracing::info!(url = %dev.sim.url(), "embedded cluster started");
@@ -185,9 +185,19 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     // stopping again.
     let (api_acc, api_addr) = bind(args.listen, "REST API").await?;
     let (metrics_acc, metrics_addr) = bind(args.metrics_listen, "metrics").await?;
+    // Then authentication, before any connection: a broker that would serve without it by mistake, or with a
+    // malformed token file, must not start at all.
+    let mut access = crate::auth::Access::from_args(&args)?;
     let handle = crate::metrics::install();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let target = connect(&args).await?;
+    access.connect(&target.client);
+    match access.disabled_by() {
+        Some(flag) => tracing::warn!(
+            "serving WITHOUT AUTHENTICATION ({flag}): every caller may do everything in every namespace the namespace policy allows"
+        ),
+        None => tracing::info!("authentication required on /v1/"),
+    }
     let encrypted_sc = target.encrypted_storage_class.clone();
     // The CRD first, so that the record watch finds its resource from the start.
     if target.install_crd {
@@ -251,7 +261,11 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         usage.clone(),
         stop_background.clone(),
     ));
+    if let Some(file) = access.token_file() {
+        background.spawn(file.watch(stop_background.clone()));
+    }
     let state = Arc::new(Broker {
+        access: Arc::new(access),
         usage,
         cluster,
         encrypted_storage_class: encrypted_sc,

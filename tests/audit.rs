@@ -82,10 +82,12 @@ async fn every_mutation_leaves_one_audit_record_with_the_request_id() {
     assert_eq!(a["team"], "platform-team");
     assert_eq!(a["error"], Value::Null);
     assert_eq!(a["sourceIp"], "127.0.0.1");
+    assert_eq!(a["subject"], "tests", "the authenticated subject");
     let r = by_id("req-refused-2");
     assert_eq!(r["result"], 400);
     assert_eq!(r["error"], "validation_failed");
     assert_eq!(r["resourceName"], "audited");
+    assert_eq!(r["subject"], "tests", "known even when the body is refused");
     let d = by_id(&generated);
     assert_eq!(
         (d["action"].clone(), d["result"].clone()),

@@ -42,6 +42,17 @@ fn every_operation_is_documented() {
                     responses.contains_key("503"),
                     "{method} {path} documents 503"
                 );
+                for status in ["401", "403"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} documents {status}"
+                    );
+                }
+                assert_eq!(
+                    op["security"],
+                    serde_json::json!([{"bearerAuth": []}]),
+                    "{method} {path} requires the bearer scheme"
+                );
             }
         }
     }

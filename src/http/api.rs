@@ -7,9 +7,11 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 
+use super::auth::Caller;
 use super::body::{ValidJson, ValidatedBody};
 use super::errors::{DeprovisionError, Problem, ProvisionError, QueryBodyError, QueryError};
 use super::types::*;
+use crate::auth::Subject;
 use crate::domain::{self, DeploymentId, ProvisionRequest, ResourcesQuery};
 use crate::k8s;
 use crate::metrics;
@@ -134,7 +136,11 @@ impl BrokerApi {
         match verdict {
             Ok(()) => ReadinessResponse::Ready(Json(Readiness {
                 ready: true,
-                reason: "ok".into(),
+                // An open broker is ready, and says on every probe that it is open.
+                reason: match self.state.as_ref().and_then(|s| s.access.disabled_by()) {
+                    Some(flag) => format!("ok (authentication disabled: {flag})"),
+                    None => "ok".into(),
+                },
                 version: VERSION.into(),
             })),
             Err(reason) => ReadinessResponse::NotReady(Json(Readiness {
@@ -155,12 +161,13 @@ impl BrokerApi {
     )]
     async fn provision(
         &self,
+        caller: Caller,
         body: ValidJson<ProvisionBody>,
     ) -> Result<ProvisionResponse, ProvisionError> {
         let req = body.0.0;
         let out = match self.state() {
             Ok(b) => b
-                .accept_provision(req)
+                .accept_provision(&caller.0, req)
                 .await
                 .map(|a| ProvisionAccepted {
                     status: "accepted".into(),
@@ -184,12 +191,13 @@ impl BrokerApi {
     )]
     async fn deprovision(
         &self,
+        caller: Caller,
         body: ValidJson<DeprovisionBody>,
     ) -> Result<DeprovisionResponse, DeprovisionError> {
         let req = body.0.0;
         let out = match self.state() {
             Ok(b) => b
-                .accept_deprovision(req)
+                .accept_deprovision(&caller.0, req)
                 .await
                 .map(|a| DeprovisionAccepted {
                     status: "accepted".into(),
@@ -211,13 +219,14 @@ impl BrokerApi {
     )]
     async fn status(
         &self,
+        caller: Caller,
         /// Deployment id (`deploy-` + 32 hex characters).
         id: Query<Text<DeploymentIdRule>>,
     ) -> Result<Json<DeploymentStatus>, QueryError> {
         let st = self.state()?;
         let id = DeploymentId::parse(id.0.as_str())
             .ok_or_else(|| Problem::validation("id must look like deploy-<32 hex characters>"))?;
-        let v = st.status(&id).await.map_err(Problem::from)?;
+        let v = st.status(&caller.0, &id).await.map_err(Problem::from)?;
         Ok(Json(DeploymentStatus {
             deployment_id: v.deployment_id.to_string(),
             phase: v.phase.into(),
@@ -235,6 +244,7 @@ impl BrokerApi {
     )]
     async fn resources(
         &self,
+        caller: Caller,
         /// Kubernetes namespace.
         namespace: Query<Text<NamespaceRule>>,
         /// database, cache or topic.
@@ -254,7 +264,7 @@ impl BrokerApi {
             deployment_id.0.as_ref().map(Text::as_str),
         )
         .map_err(Problem::from)?;
-        Ok(Json(self.query(&q)?))
+        Ok(Json(self.query(&caller.0, &q).await?))
     }
 
     /// Same as `GET /v1/resources`, with the query in a JSON body.
@@ -266,17 +276,19 @@ impl BrokerApi {
     )]
     async fn resources_post(
         &self,
+        caller: Caller,
         body: ValidJson<ResourcesBody>,
     ) -> Result<Json<ResourceList>, QueryBodyError> {
-        Ok(Json(self.query(&body.0.0)?))
+        Ok(Json(self.query(&caller.0, &body.0.0).await?))
     }
 }
 
 impl BrokerApi {
-    fn query(&self, q: &ResourcesQuery) -> Result<ResourceList, Problem> {
+    async fn query(&self, caller: &Subject, q: &ResourcesQuery) -> Result<ResourceList, Problem> {
         let resources: Vec<ResourceState> = self
             .state()?
-            .resources(q)?
+            .resources(caller, q)
+            .await?
             .into_iter()
             .map(resource_state)
             .collect();

@@ -18,9 +18,10 @@ use crate::usecases::Refusal;
 
 /// Every `error` code the broker sends, documented as the error body's enum. [`Problem::new`] checks (in
 /// debug builds, so in every test) that no other code is ever sent.
-pub const ERROR_CODES: [&str; 11] = [
+pub const ERROR_CODES: [&str; 12] = [
     "validation_failed",
     "invalid_request",
+    "unauthorized",
     "forbidden",
     "quota_exceeded",
     "resource_not_found",
@@ -60,11 +61,8 @@ pub fn example_for_status(status: u16) -> Option<ErrorBody> {
     let id = "deploy-fc8fc917314e2b8b698427458cd35342";
     let p = match status {
         400 => Problem::validation("resourceName is required"),
-        403 => Problem::new(
-            403,
-            "quota_exceeded",
-            "team platform-team: memory would be 20Gi of 16Gi",
-        ),
+        401 => Problem::unauthorized("an Authorization: Bearer token is required"),
+        403 => Problem::forbidden("subject dashboard may not provision in namespace team-platform"),
         404 => Problem::not_found(format!("deployment {id} not found")),
         409 => Problem::conflict(format!(
             "database/postgres-app-db already exists in namespace team-platform with a different spec (deployment {id})"
@@ -104,6 +102,14 @@ impl Problem {
 
     pub fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(400, "invalid_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "forbidden", message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -155,9 +161,9 @@ impl From<Refusal> for Problem {
         match r {
             Refusal::Invalid(m) => Problem::validation(m),
             Refusal::NotFound(m) => Problem::not_found(m),
+            Refusal::Forbidden(m) => Problem::forbidden(m),
             Refusal::Conflict(m) => Problem::conflict(m),
             Refusal::NotReady(m) => Problem::kubernetes(m),
-            Refusal::Forbidden(m) => Problem::new(403, "forbidden", m),
             Refusal::QuotaExceeded(m) => Problem::new(403, "quota_exceeded", m),
             Refusal::Cluster(e) => e.into(),
         }
@@ -209,8 +215,16 @@ pub enum ProvisionError {
     /// The request failed validation (`validation_failed`) or is malformed (`invalid_request`).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// The team may not do this (`forbidden`: namespace, engine, size or high availability outside its Team)
-    /// or it would exceed the Team's limits (`quota_exceeded`, with the numbers).
+    /// No valid bearer token (`WWW-Authenticate: Bearer`).
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// The authentication challenge: `Bearer realm="kidp-broker"`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The subject may not do this in the namespace, the namespace is reserved, or the team's Team does not
+    /// allow it (`forbidden`); or it would exceed the Team's limits (`quota_exceeded`, with the numbers).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// A resource of that type and name exists in the namespace with a different spec, or is being deleted.
@@ -230,6 +244,17 @@ pub enum DeprovisionError {
     /// The request failed validation, is malformed, or names a resource other than the deployment's.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// No valid bearer token (`WWW-Authenticate: Bearer`).
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// The authentication challenge: `Bearer realm="kidp-broker"`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The subject may not do this in the namespace, or the namespace is reserved (`forbidden`).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// No deployment has this id.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -250,6 +275,17 @@ pub enum QueryError {
     /// A parameter is missing or invalid.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// No valid bearer token (`WWW-Authenticate: Bearer`).
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// The authentication challenge: `Bearer realm="kidp-broker"`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The subject may not read in the namespace (`forbidden`).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// No deployment has this id.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -264,6 +300,17 @@ pub enum QueryBodyError {
     /// A field is missing or invalid, or the body is malformed.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// No valid bearer token (`WWW-Authenticate: Bearer`).
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// The authentication challenge: `Bearer realm="kidp-broker"`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The subject may not read in the namespace (`forbidden`).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// The body is larger than the configured limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -280,6 +327,8 @@ macro_rules! from_problem {
             fn from(p: Problem) -> Self {
                 let b = Json(p.body());
                 match p.status {
+                    401 => $ty::Unauthorized(b, super::auth::CHALLENGE.to_string()),
+                    403 => $ty::Forbidden(b),
                     $($status => $ty::$variant(b),)*
                     _ => $ty::$fallback(b),
                 }
@@ -289,7 +338,6 @@ macro_rules! from_problem {
 }
 
 from_problem!(ProvisionError, otherwise BadRequest, {
-    403 => Forbidden,
     409 => Conflict,
     413 => PayloadTooLarge,
     500 | 503 => Unavailable,

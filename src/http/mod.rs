@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod audit;
+mod auth;
 mod body;
 mod errors;
 mod spec;
@@ -49,21 +50,34 @@ pub fn openapi_service(state: Option<Arc<Broker>>) -> OpenApiService<BrokerApi, 
 
 /// The OpenAPI document as JSON (what `openapi/openapi.json` holds and `/openapi.json` serves).
 pub fn spec_json() -> String {
-    let doc = spec::refine(&openapi_service(None).spec());
-    serde_json::to_string_pretty(&doc).expect("a JSON value serializes") + "\n"
+    spec_json_for(true)
 }
 
 /// The OpenAPI document as YAML (what `openapi/openapi.yaml` holds and `/openapi.yaml` serves).
 pub fn spec_yaml() -> String {
-    let doc = spec::refine(&openapi_service(None).spec());
+    spec_yaml_for(true)
+}
+
+/// The document as JSON; `authenticated` says whether the `/v1/` operations require a bearer token. A broker
+/// serving without authentication (`--dev`, `--insecure-no-auth`) serves a document that says so, so that
+/// clients and fuzzers that read it do not expect a 401 it never sends.
+fn spec_json_for(authenticated: bool) -> String {
+    let doc = spec::refine(&openapi_service(None).spec(), authenticated);
+    serde_json::to_string_pretty(&doc).expect("a JSON value serializes") + "\n"
+}
+
+fn spec_yaml_for(authenticated: bool) -> String {
+    let doc = spec::refine(&openapi_service(None).spec(), authenticated);
     serde_yaml::to_string(&doc).expect("a JSON value serializes as YAML")
 }
 
 /// The whole HTTP application.
 pub fn app(state: Arc<Broker>, max_body_bytes: usize, audit_log: Arc<AuditLog>) -> impl Endpoint {
+    let access = state.access.clone();
+    let authenticated = access.disabled_by().is_none();
     let api = openapi_service(Some(state));
-    let json = spec_json();
-    let yaml = spec_yaml();
+    let json = spec_json_for(authenticated);
+    let yaml = spec_yaml_for(authenticated);
     // Swagger UI shows the refined document, not poem-openapi's raw one.
     let ui = api.swagger_ui_html().replace(&api.spec(), &json);
     Route::new()
@@ -89,6 +103,7 @@ pub fn app(state: Arc<Broker>, max_body_bytes: usize, audit_log: Arc<AuditLog>) 
         )
         .nest("/", api)
         .data(BodyLimit(max_body_bytes))
+        .around(move |ep, req| auth::authenticate(ep, req, access.clone()))
         .catch_all_error(|err| async move { errors::render_any_error(err) })
         .around(move |ep, mut req| {
             let audit_log = audit_log.clone();

@@ -8,6 +8,8 @@
 //! - Names for enum values that are not identifiers (`x-enum-varnames`, read by openapi-python-client and
 //!   openapi-generator): version `15` becomes `V15` in a generated client rather than `VALUE_3`, a name that
 //!   changes meaning whenever the catalogue adds a version.
+//! - The bearer security scheme and its requirement on the `/v1/` operations (left out of the document a broker
+//!   serving without authentication serves).
 
 use std::collections::BTreeSet;
 
@@ -19,13 +21,50 @@ use super::errors::example_for_status;
 /// The name of the error body schema, as poem-openapi registers it.
 const ERROR_BODY_REF: &str = "#/components/schemas/ErrorBody";
 
-/// Adds what poem-openapi cannot express to a generated document.
-pub fn refine(raw: &str) -> Value {
+/// The name of the bearer token security scheme.
+const BEARER_SCHEME: &str = "bearerAuth";
+
+/// Adds what poem-openapi cannot express to a generated document; with `authenticated`, the `/v1/` operations
+/// require the bearer scheme.
+pub fn refine(raw: &str, authenticated: bool) -> Value {
     let mut doc: Value = serde_json::from_str(raw).expect("poem-openapi emits valid JSON");
     close_request_objects(&mut doc);
     add_error_examples(&mut doc);
     name_enum_values(&mut doc["components"]["schemas"]);
+    add_security(&mut doc, authenticated);
     doc
+}
+
+/// The bearer scheme, and `security` on every `/v1/` operation when authentication is on. Done here rather
+/// than with poem-openapi's `SecurityScheme` extractor: that extractor answers a missing token itself, with
+/// poem's plain-text 401 instead of the error body, and cannot be switched off for `--dev`.
+fn add_security(doc: &mut Value, authenticated: bool) {
+    doc["components"]["securitySchemes"][BEARER_SCHEME] = json!({
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from the broker's token file (--auth-token-file), or a Kubernetes token checked \
+                        with a TokenReview (--auth-kubernetes).",
+    });
+    if !authenticated {
+        return;
+    }
+    let Some(Value::Object(paths)) = doc.get_mut("paths") else {
+        return;
+    };
+    for (path, methods) in paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for op in methods
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|m| m.values_mut())
+        {
+            let mut requirement = serde_json::Map::new();
+            requirement.insert(BEARER_SCHEME.into(), json!([]));
+            op["security"] = json!([requirement]);
+        }
+    }
 }
 
 /// `x-enum-varnames` for every string enum with a value that does not start with a letter (`15`, `8.0`):
@@ -144,7 +183,7 @@ mod tests {
     use crate::http::types::engine_variant_name;
 
     fn doc() -> Value {
-        refine(&crate::http::openapi_service(None).spec())
+        refine(&crate::http::openapi_service(None).spec(), true)
     }
 
     fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
@@ -428,7 +467,8 @@ mod tests {
                     assert_eq!(ex["code"], code, "{method} {path} {status}: {ex}");
                     let want = match code {
                         400 => "validation_failed",
-                        403 => "quota_exceeded",
+                        401 => "unauthorized",
+                        403 => "forbidden",
                         404 => "resource_not_found",
                         409 => "resource_conflict",
                         413 => "payload_too_large",
@@ -441,13 +481,53 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen, BTreeSet::from([400, 403, 404, 409, 413, 503]));
+        assert_eq!(seen, BTreeSet::from([400, 401, 403, 404, 409, 413, 503]));
         let codes: Vec<&str> = super::super::errors::ERROR_CODES.to_vec();
         assert_eq!(schema(&doc, "ErrorCode")["enum"], json!(codes));
         assert_eq!(
             schema(&doc, "ErrorBody")["properties"]["error"]["$ref"],
             "#/components/schemas/ErrorCode"
         );
+    }
+
+    #[test]
+    fn every_api_operation_requires_the_bearer_scheme_unless_authentication_is_off() {
+        let raw = crate::http::openapi_service(None).spec();
+        for authenticated in [true, false] {
+            let doc = refine(&raw, authenticated);
+            assert_eq!(
+                doc["components"]["securitySchemes"][BEARER_SCHEME]["scheme"],
+                "bearer"
+            );
+            for (path, methods) in doc["paths"].as_object().unwrap() {
+                for (method, op) in methods.as_object().unwrap() {
+                    let api = path.starts_with("/v1/");
+                    if api && authenticated {
+                        assert_eq!(
+                            op["security"],
+                            json!([{"bearerAuth": []}]),
+                            "{method} {path}"
+                        );
+                        for status in ["401", "403"] {
+                            assert!(
+                                op["responses"][status].is_object(),
+                                "{method} {path} {status}"
+                            );
+                        }
+                        // poem-openapi spells header names in capitals; HTTP header names ignore case.
+                        let headers = op["responses"]["401"]["headers"].as_object().unwrap();
+                        assert!(
+                            headers
+                                .keys()
+                                .any(|h| h.eq_ignore_ascii_case("www-authenticate")),
+                            "{method} {path}"
+                        );
+                    } else {
+                        assert!(op.get("security").is_none(), "{method} {path}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

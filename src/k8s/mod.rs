@@ -7,6 +7,7 @@ pub mod dev;
 pub mod observe;
 pub mod record;
 pub mod render;
+pub mod reviews;
 pub mod state;
 pub mod team;
 pub mod usage;

@@ -2,6 +2,7 @@
 //! nothing accepted lives only in the broker's memory.
 
 use super::{Broker, Refusal};
+use crate::auth::{Operation, Subject};
 use crate::domain::{self, DeploymentId, DeprovisionRequest, ProvisionRequest};
 use crate::k8s::record::{self, ManagedResource, ManagedResourceSpec, StoredSpec};
 use crate::k8s::render;
@@ -27,8 +28,11 @@ impl Broker {
     /// different spec for an existing name, or one being deprovisioned, is a conflict.
     pub async fn accept_provision(
         &self,
+        subject: &Subject,
         req: ProvisionRequest,
     ) -> Result<ProvisionAccepted, Refusal> {
+        self.authorize(subject, Operation::Provision, &req.namespace)
+            .await?;
         if req.spec.encryption.at_rest && self.encrypted_storage_class.is_none() {
             return Err(Refusal::Invalid(
                 "spec.encryption.atRest requires an encrypting StorageClass and this broker has none configured (--encrypted-storage-class)".into(),
@@ -91,6 +95,7 @@ impl Broker {
                 Ok(rec) => {
                     tracing::info!(
                         action = "provision",
+                        subject = %subject,
                         deployment_id = %rec.spec.deployment_id,
                         namespace = %req.namespace,
                         resource = %what,
@@ -113,8 +118,11 @@ impl Broker {
     /// and namespace. Repeating it is accepted again.
     pub async fn accept_deprovision(
         &self,
+        subject: &Subject,
         req: DeprovisionRequest,
     ) -> Result<DeprovisionAccepted, Refusal> {
+        self.authorize(subject, Operation::Deprovision, &req.namespace)
+            .await?;
         let rtype = req.resource_type.as_str();
         let name = record::record_name(rtype, &req.resource_name);
         if let Some(url) = &req.callback_url {
@@ -142,6 +150,7 @@ impl Broker {
                 Ok(()) => {
                     tracing::info!(
                         action = "deprovision",
+                        subject = %subject,
                         deployment_id = %req.deployment_id,
                         namespace = %req.namespace,
                         resource = %format!("{rtype}/{}", req.resource_name),

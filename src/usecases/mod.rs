@@ -6,11 +6,13 @@
 //! Never touches HTTP framework types; answers in domain terms ([`Refusal`], [`ResourceView`]).
 
 mod accept;
+mod authorize;
 mod quota;
 mod views;
 
 use std::sync::Arc;
 
+use crate::auth::Access;
 use crate::domain::{CallbackUrlPolicy, PriceTable};
 use crate::k8s::usage::UsageCache;
 use crate::k8s::{Cluster, K8sError};
@@ -28,6 +30,8 @@ pub struct Broker {
     pub prices: PriceTable,
     /// Pod usage from the metrics API.
     pub usage: Arc<UsageCache>,
+    /// Authentication and the namespace policy.
+    pub access: Arc<Access>,
     /// Refuse provisions whose team has no `Team` resource (otherwise such teams are unlimited).
     pub require_team: bool,
     /// One quota decision per team at a time, so that two concurrent requests cannot both squeeze under a limit.
@@ -60,12 +64,12 @@ pub enum Refusal {
     /// No such deployment (404).
     #[error("{0}")]
     NotFound(String),
+    /// The subject may not do this here, nobody may, or the team's Team does not allow it (403 `forbidden`).
+    #[error("{0}")]
+    Forbidden(String),
     /// It clashes with what exists (409).
     #[error("{0}")]
     Conflict(String),
-    /// Not allowed for this team (403 `forbidden`).
-    #[error("{0}")]
-    Forbidden(String),
     /// Over the team's limits (403 `quota_exceeded`).
     #[error("{0}")]
     QuotaExceeded(String),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{Broker, Refusal};
+use crate::auth::{Operation, Subject};
 use crate::domain::{self, DeploymentId, Health, Phase, ResourcesQuery, Size};
 use crate::k8s::record::{self, ManagedResource};
 use crate::k8s::{self, state};
@@ -85,8 +86,13 @@ fn summarize(rec: &ManagedResource) -> (Phase, String, String) {
 
 impl Broker {
     /// One deployment's phase. A deployment accepted a moment ago and not yet seen by the watch is looked up in
-    /// the API server rather than answered 404.
-    pub async fn status(&self, id: &DeploymentId) -> Result<StatusView, Refusal> {
+    /// the API server rather than answered 404. The subject needs `read` in the deployment's namespace; an
+    /// unknown id is 404 for every subject (ids are random, so that says nothing worth hiding).
+    pub async fn status(
+        &self,
+        subject: &Subject,
+        id: &DeploymentId,
+    ) -> Result<StatusView, Refusal> {
         let rec = match self.cluster.record_by_id(id) {
             Some(r) => r,
             None => self
@@ -96,6 +102,8 @@ impl Broker {
                 .map(Arc::new)
                 .ok_or_else(|| Refusal::NotFound(format!("deployment {id} not found")))?,
         };
+        let namespace = rec.metadata.namespace.as_deref().unwrap_or_default();
+        self.authorize(subject, Operation::Get, namespace).await?;
         let (phase, message, last_updated) = summarize(&rec);
         Ok(StatusView {
             deployment_id: id.clone(),
@@ -105,8 +113,14 @@ impl Broker {
         })
     }
 
-    /// What is deployed in a namespace, filtered, sorted by name.
-    pub fn resources(&self, q: &ResourcesQuery) -> Result<Vec<ResourceView>, Refusal> {
+    /// What is deployed in a namespace, filtered, sorted by name; the subject needs `read` there.
+    pub async fn resources(
+        &self,
+        subject: &Subject,
+        q: &ResourcesQuery,
+    ) -> Result<Vec<ResourceView>, Refusal> {
+        self.authorize(subject, Operation::List, &q.namespace)
+            .await?;
         if !self.cluster.synced() {
             return Err(Refusal::NotReady(
                 "the broker has not finished reading the cluster yet; retry shortly".into(),

@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use kidp_broker::config::Args;
 
+/// The token the broker of a test that does not configure authentication accepts for everything.
+pub const TEST_TOKEN: &str = "kidp-test-token";
+
 pub struct Env {
     pub sim: Option<kubesim::KubeSim>,
     pub sim_addr: SocketAddr,
@@ -53,6 +56,28 @@ impl Env {
         let r = self.http.get(self.url(path)).send().await.expect("request");
         let code = r.status().as_u16();
         (code, r.json().await.expect("JSON body"))
+    }
+
+    /// A request with `Authorization: Bearer <token>` when `token` is given: the status, the headers and the
+    /// JSON body.
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let mut r = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let resp = r.send().await.expect("request");
+        let code = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (code, headers, resp.json().await.expect("JSON body"))
     }
 
     pub async fn stop(self) {
@@ -140,12 +165,38 @@ pub async fn start_against_with(
             "kidp-encrypted".to_string(),
         ]);
     }
+    // Tests about something other than authentication run as production does, authenticated, with one token
+    // that may do everything ([`TEST_TOKEN`]), which `Env::http` sends on every request. Tests about
+    // authentication configure it themselves and get a client that sends no token.
+    let configures_auth = extra.iter().any(|a| {
+        a.starts_with("--auth-") || *a == "--insecure-no-auth" || a.starts_with("--dev-token")
+    });
+    let mut headers = reqwest::header::HeaderMap::new();
+    if !configures_auth {
+        let tokens = dir.join("tokens.yaml");
+        std::fs::write(
+            &tokens,
+            format!(
+                "tokens: [{{subject: tests, token: {TEST_TOKEN}, namespaces: ['*'], actions: [provision, deprovision, read]}}]\n"
+            ),
+        )
+        .unwrap();
+        argv.extend([
+            "--auth-token-file".to_string(),
+            tokens.display().to_string(),
+        ]);
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {TEST_TOKEN}").parse().unwrap(),
+        );
+    }
     argv.extend(extra.iter().map(|s| s.to_string()));
     let args = Args::parse_from(argv);
     let broker = kidp_broker::start(args).await.expect("broker starts");
     let kube = kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(headers)
         .build()
         .unwrap();
     let env = Env {
