@@ -156,6 +156,58 @@ async fn a_request_head_that_never_ends_is_closed_after_the_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_head_is_cut_at_the_header_timeout_and_idle_keep_alive_at_its_own() {
+    let env = common::start(&[
+        "--header-read-timeout-seconds",
+        "1",
+        "--keep-alive-timeout-seconds",
+        "2",
+    ])
+    .await;
+    // A byte every 200 ms is activity, but the head is never complete: closed at the header timeout.
+    let mut slow = TcpStream::connect(env.broker.api_addr).await.unwrap();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let closed_after = loop {
+        tick.tick().await;
+        if slow.write_all(b"X").await.is_err() {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still open");
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
+        {
+            break started.elapsed();
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "{closed_after:?}"
+    );
+    // A kept-alive connection: answered, then closed once it has idled for the keep-alive timeout, which is
+    // longer than the header timeout.
+    let mut kept = TcpStream::connect(env.broker.api_addr).await.unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: broker\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let answered = Instant::now();
+    let rest = read_until_closed(&mut kept, Duration::from_secs(6))
+        .await
+        .expect("closed after the keep-alive timeout");
+    assert!(
+        rest.is_empty() || rest.ends_with(b"}"),
+        "only the rest of the answer"
+    );
+    let idled = answered.elapsed();
+    assert!(idled >= Duration::from_millis(1800), "{idled:?}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_cannot_lock_out_health() {
     const IDLE: usize = 2000;
     const MAX: usize = 512;
