@@ -42,6 +42,10 @@ fn every_operation_is_documented() {
                     responses.contains_key("503"),
                     "{method} {path} documents 503"
                 );
+                assert!(
+                    responses["429"]["headers"]["Retry-After"].is_object(),
+                    "{method} {path} documents 429 with Retry-After"
+                );
             }
         }
     }

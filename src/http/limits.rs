@@ -335,6 +335,30 @@ mod tests {
     }
 
     #[test]
+    fn an_authenticated_subject_is_the_key_else_the_peer() {
+        let peer: std::net::SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        let (parts, ()) = poem::http::Request::builder()
+            .header("x-forwarded-for", "198.51.100.1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let parts = poem::RequestParts::from((
+            parts,
+            poem::web::LocalAddr(peer.into()),
+            poem::web::RemoteAddr(peer.into()),
+            poem::http::uri::Scheme::HTTP,
+        ));
+        let mut req = Request::from_parts(parts, Body::empty());
+        assert_eq!(rate_key(&req, &[]), RateKey::Ip(ip("203.0.113.9")));
+        req.extensions_mut()
+            .insert(RateSubject("team-platform-manager".into()));
+        assert_eq!(
+            rate_key(&req, &[]),
+            RateKey::Subject("team-platform-manager".into())
+        );
+    }
+
+    #[test]
     fn ipv6_clients_share_their_slash_64() {
         assert_eq!(
             ip_key(ip("2001:db8:1:2:aaaa::1")),
