@@ -60,6 +60,16 @@ pub struct Args {
     #[arg(long, env = "KIDP_ENCRYPTED_STORAGE_CLASS")]
     pub encrypted_storage_class: Option<String>,
 
+    /// Refuse provisions whose team has no cluster-scoped `Team` resource (403); without it such teams are
+    /// unlimited.
+    #[arg(long, env = "KIDP_REQUIRE_TEAM", default_value_t = false)]
+    pub require_team: bool,
+
+    /// Append every audit record (one per provision or deprovision, accepted or refused) to this file as JSON
+    /// lines, besides logging it on the `audit` target.
+    #[arg(long, env = "KIDP_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "KIDP_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

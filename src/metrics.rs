@@ -21,6 +21,7 @@ pub const CALLBACKS: &str = "broker_callbacks_total";
 pub const CALLBACK_QUEUE: &str = "broker_callback_queue_depth";
 pub const PROVISION_QUEUE: &str = "broker_provision_queue_depth";
 pub const DEPLOYMENT_ACTORS: &str = "broker_deployment_actors";
+pub const HTTP_REFUSALS: &str = "broker_http_refusals_total";
 pub const RATE_LIMITED: &str = "broker_rate_limited_total";
 pub const OPEN_CONNECTIONS: &str = "broker_open_connections";
 pub const CONNECTIONS_CLOSED: &str = "broker_connections_closed_total";
@@ -55,11 +56,11 @@ fn describe() {
     );
     describe_counter!(
         PROVISION_REQUESTS,
-        "Provision requests by resource type and outcome (success, invalid, conflict, error)"
+        "Provision requests by resource type and outcome (success, invalid, conflict, not_found, unauthorized, forbidden, rate_limited, too_large, error), refusals before validation included"
     );
     describe_counter!(
         DEPROVISION_REQUESTS,
-        "Deprovision requests by resource type and outcome (success, invalid, not_found, error)"
+        "Deprovision requests by resource type and outcome (as for provisions)"
     );
     describe_gauge!(
         KUBERNETES_API_AVAILABLE,
@@ -98,6 +99,10 @@ fn describe() {
     );
     describe_gauge!(DEPLOYMENT_ACTORS, "Live deployment actors");
     describe_counter!(
+        HTTP_REFUSALS,
+        "Requests answered with an error, by route template and error code"
+    );
+    describe_counter!(
         RATE_LIMITED,
         "Requests refused with 429 by the per-client rate limit, by route template"
     );
@@ -117,13 +122,30 @@ pub fn http_request(endpoint: &str, method: &str, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
-pub fn provision_request(resource_type: &str, status: &'static str) {
-    counter!(PROVISION_REQUESTS, "resource_type" => resource_type.to_string(), "status" => status)
-        .increment(1);
+/// Counts one provision or deprovision by the status it was answered with.
+pub fn mutation(action: &str, resource_type: &'static str, status: u16) {
+    let outcome = match status {
+        200..=299 => "success",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "conflict",
+        413 => "too_large",
+        429 => "rate_limited",
+        400..=499 => "invalid",
+        _ => "error",
+    };
+    let name = if action == "provision" {
+        PROVISION_REQUESTS
+    } else {
+        DEPROVISION_REQUESTS
+    };
+    counter!(name, "resource_type" => resource_type, "status" => outcome).increment(1);
 }
 
-pub fn deprovision_request(resource_type: &str, status: &'static str) {
-    counter!(DEPROVISION_REQUESTS, "resource_type" => resource_type.to_string(), "status" => status).increment(1);
+/// Counts one request answered with an error code.
+pub fn http_refusal(endpoint: &'static str, error: &'static str) {
+    counter!(HTTP_REFUSALS, "endpoint" => endpoint, "error" => error).increment(1);
 }
 
 pub fn kubernetes_call(verb: &'static str, result: &'static str) {

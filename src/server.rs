@@ -260,12 +260,24 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         encrypted_storage_class: encrypted_sc,
         callbacks: callbacks.urls,
         prices: args.prices(),
+        require_team: args.require_team,
+        team_locks: Default::default(),
     });
 
     let stop_serving = CancellationToken::new();
+    let audit_log = http::audit::AuditLog::open(args.audit_log.as_deref()).with_context(|| {
+        format!(
+            "cannot open the audit log {}",
+            args.audit_log
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        )
+    })?;
     let app = http::app(
         state,
         args.max_body_bytes,
+        Arc::new(audit_log),
         http::limits::RequestLimits::from_args(&args),
     );
     let conn_limits = http::conn::ConnectionLimits::from_args(&args);

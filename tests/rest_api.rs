@@ -555,14 +555,22 @@ async fn cluster_outage_gives_503_and_readiness_recovers() {
     let sim = common::start_sim(env.sim_addr).await;
     let crd: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         kube::Api::all(env.kube.clone());
-    let doc: Value = serde_yaml::from_str(&kidp_broker::crd_yaml()).unwrap();
-    crd.patch(
-        "managedresources.kidp.io",
-        &kube::api::PatchParams::apply("test").force(),
-        &kube::api::Patch::Apply(&doc),
-    )
-    .await
-    .unwrap();
+    // `kidp-broker crd` prints both CRDs as one YAML stream.
+    use serde::Deserialize;
+    let yaml = kidp_broker::crd_yaml();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2, "ManagedResource and Team");
+    for doc in &docs {
+        crd.patch(
+            doc["metadata"]["name"].as_str().unwrap(),
+            &kube::api::PatchParams::apply("test").force(),
+            &kube::api::Patch::Apply(doc),
+        )
+        .await
+        .unwrap();
+    }
     env.sim = Some(sim);
     common::eventually("readiness recovers", Duration::from_secs(30), || async {
         let (code, _) = env.get("/readiness").await;

@@ -72,6 +72,7 @@ impl From<&K8sError> for CallError {
             K8sError::Rejected(s) => {
                 CallError::Rejected(format!("{} ({} {})", s.message, s.code, s.reason))
             }
+            K8sError::NotOurs { .. } => CallError::Foreign(e.to_string()),
             K8sError::NotFound(_) | K8sError::Unsupported(_) | K8sError::Other(_) => {
                 CallError::Rejected(e.to_string())
             }
@@ -360,9 +361,15 @@ impl DeploymentState {
             ),
             Effect::DeleteChildren => {
                 let id = self.id.clone();
+                let uid = self.record.metadata.uid.clone().unwrap_or_default();
+                let resource = self.record.spec.resource_name.clone();
                 self.spawn_call(
                     myself,
-                    async move { lc.cluster.delete_children(&ns, id.as_str()).await },
+                    async move {
+                        lc.cluster
+                            .delete_children(&ns, id.as_str(), &uid, &resource)
+                            .await
+                    },
                     DeploymentMsg::ChildrenDeleted,
                 )
             }
@@ -386,11 +393,31 @@ impl DeploymentState {
         }
     }
 
-    fn report(&self, event: Event) {
-        let id = self.id.as_str();
+    /// Records a Kubernetes Event on the record, as a task of this actor; a failure only costs the Event.
+    fn record_event(&mut self, reason: &'static str, message: String, warning: bool) {
+        let (lc, rec) = (self.lc.clone(), self.record.clone());
+        self.tasks.spawn(async move {
+            if let Err(e) = lc
+                .cluster
+                .record_event(&rec, reason, &message, warning)
+                .await
+            {
+                tracing::debug!(error = %e, reason, "could not record an Event");
+            }
+        });
+    }
+
+    fn report(&mut self, event: Event) {
+        let id = self.id.to_string();
+        let id = id.as_str();
         match event {
             Event::Phase { from, to } => {
-                tracing::info!(deployment_id = %id, %from, %to, message = %self.machine.message(), "phase")
+                tracing::info!(deployment_id = %id, %from, %to, detail = %self.machine.message(), "phase");
+                self.record_event(
+                    to.as_str(),
+                    self.machine.message().to_string(),
+                    to == Phase::Failed,
+                );
             }
             Event::Provisioned => {
                 if let Some(t) = &self.record.metadata.creation_timestamp {
@@ -426,13 +453,31 @@ impl DeploymentState {
                 match how {
                     Finish::Delivered => {}
                     Finish::Rejected => {
-                        tracing::error!(deployment_id = %id, %phase, attempts, reason = ?reason, "callback refused by the receiver; not retrying")
+                        tracing::error!(deployment_id = %id, %phase, attempts, reason = ?reason, "callback refused by the receiver; not retrying");
+                        self.record_event(
+                            "CallbackRefused",
+                            format!(
+                                "the {phase} callback was refused: {}",
+                                reason.unwrap_or_default()
+                            ),
+                            true,
+                        );
                     }
-                    Finish::Abandoned => tracing::error!(
-                        deployment_id = %id, %phase, attempts, reason = ?reason,
-                        lifetime = ?self.lc.timing.delivery_lifetime,
-                        "callback abandoned: not delivered within the delivery lifetime"
-                    ),
+                    Finish::Abandoned => {
+                        tracing::error!(
+                            deployment_id = %id, %phase, attempts, reason = ?reason,
+                            lifetime = ?self.lc.timing.delivery_lifetime,
+                            "callback abandoned: not delivered within the delivery lifetime"
+                        );
+                        self.record_event(
+                            "CallbackAbandoned",
+                            format!(
+                                "the {phase} callback was not delivered in {attempts} attempts: {}",
+                                reason.unwrap_or_default()
+                            ),
+                            true,
+                        );
+                    }
                 }
             }
             Event::CallFailed { call, error } => {

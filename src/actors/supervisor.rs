@@ -54,7 +54,7 @@ fn restart_backoff(crashes: u32) -> Duration {
 impl SupervisorState {
     async fn spawn(&mut self, myself: &ActorRef<SupervisorMsg>, rec: Arc<ManagedResource>) {
         let Some(id) = DeploymentId::parse(&rec.spec.deployment_id) else {
-            tracing::warn!(name = ?rec.metadata.name, "a record with an invalid deployment id is ignored");
+            tracing::warn!(record = ?rec.metadata.name, "a record with an invalid deployment id is ignored");
             return;
         };
         let ns = rec.metadata.namespace.clone().unwrap_or_default();

@@ -13,6 +13,7 @@ mod drift;
 mod formats;
 mod id;
 mod phase;
+mod quota;
 mod request;
 
 pub use callback_url::{CallbackTarget, CallbackUrlPolicy};
@@ -32,6 +33,7 @@ pub use formats::{
 };
 pub use id::{DeploymentId, InvalidDeploymentId};
 pub use phase::{Health, Phase};
+pub use quota::{QuotaRefusal, TeamLimits, TeamPolicy, TeamUsage, admit};
 pub use request::{
     BACKUP_FIELDS, Backup, DEFAULT_BACKUP_RETENTION, DEPROVISION_FIELDS, DeprovisionRequest,
     DesiredSpec, ENCRYPTION_FIELDS, Encryption, HA_REPLICAS, MAX_CALLBACK_URL_LEN,

@@ -158,7 +158,6 @@ impl BrokerApi {
         body: ValidJson<ProvisionBody>,
     ) -> Result<ProvisionResponse, ProvisionError> {
         let req = body.0.0;
-        let rtype = req.resource_type.as_str().to_string();
         let out = match self.state() {
             Ok(b) => b
                 .accept_provision(req)
@@ -171,15 +170,7 @@ impl BrokerApi {
                 .map_err(Problem::from),
             Err(p) => Err(p),
         };
-        metrics::provision_request(
-            &rtype,
-            match &out {
-                Ok(_) => "success",
-                Err(p) if p.status == 409 => "conflict",
-                Err(p) if p.status < 500 => "invalid",
-                Err(_) => "error",
-            },
-        );
+        // Counted (with every refusal, including bodies refused before this handler) by the audit layer.
         out.map(|a| ProvisionResponse::Accepted(Json(a)))
             .map_err(Into::into)
     }
@@ -196,7 +187,6 @@ impl BrokerApi {
         body: ValidJson<DeprovisionBody>,
     ) -> Result<DeprovisionResponse, DeprovisionError> {
         let req = body.0.0;
-        let rtype = req.resource_type.as_str().to_string();
         let out = match self.state() {
             Ok(b) => b
                 .accept_deprovision(req)
@@ -208,15 +198,6 @@ impl BrokerApi {
                 .map_err(Problem::from),
             Err(p) => Err(p),
         };
-        metrics::deprovision_request(
-            &rtype,
-            match &out {
-                Ok(_) => "success",
-                Err(p) if p.status == 404 => "not_found",
-                Err(p) if p.status < 500 => "invalid",
-                Err(_) => "error",
-            },
-        );
         out.map(|a| DeprovisionResponse::Accepted(Json(a)))
             .map_err(Into::into)
     }

@@ -18,9 +18,11 @@ use crate::usecases::Refusal;
 
 /// Every `error` code the broker sends, documented as the error body's enum. [`Problem::new`] checks (in
 /// debug builds, so in every test) that no other code is ever sent.
-pub const ERROR_CODES: [&str; 12] = [
+pub const ERROR_CODES: [&str; 14] = [
     "validation_failed",
     "invalid_request",
+    "forbidden",
+    "quota_exceeded",
     "resource_not_found",
     "resource_conflict",
     "payload_too_large",
@@ -61,6 +63,11 @@ pub fn example_for_status(status: u16) -> Option<ErrorBody> {
     let id = "deploy-fc8fc917314e2b8b698427458cd35342";
     let p = match status {
         400 => Problem::validation("resourceName is required"),
+        403 => Problem::new(
+            403,
+            "quota_exceeded",
+            "team platform-team: memory would be 20Gi of 16Gi",
+        ),
         404 => Problem::not_found(format!("deployment {id} not found")),
         409 => Problem::conflict(format!(
             "database/postgres-app-db already exists in namespace team-platform with a different spec (deployment {id})"
@@ -143,6 +150,15 @@ impl Problem {
     }
 }
 
+/// A response's error code as a bounded metric label: one of [`ERROR_CODES`], else `other`.
+pub fn known_code(code: &str) -> &'static str {
+    ERROR_CODES
+        .iter()
+        .copied()
+        .find(|c| *c == code)
+        .unwrap_or("other")
+}
+
 impl From<ValidationError> for Problem {
     fn from(e: ValidationError) -> Self {
         Problem::validation(e.message)
@@ -156,6 +172,8 @@ impl From<Refusal> for Problem {
             Refusal::NotFound(m) => Problem::not_found(m),
             Refusal::Conflict(m) => Problem::conflict(m),
             Refusal::NotReady(m) => Problem::kubernetes(m),
+            Refusal::Forbidden(m) => Problem::new(403, "forbidden", m),
+            Refusal::QuotaExceeded(m) => Problem::new(403, "quota_exceeded", m),
             Refusal::Cluster(e) => e.into(),
         }
     }
@@ -169,12 +187,13 @@ impl From<K8sError> for Problem {
                 Problem::kubernetes(e.to_string())
             }
             K8sError::NotFound(s) | K8sError::Rejected(s) => {
-                tracing::error!(code = s.code, reason = %s.reason, message = %s.message, "unexpected Kubernetes API error");
+                tracing::error!(code = s.code, reason = %s.reason, detail = %s.message, "unexpected Kubernetes API error");
                 Problem::kubernetes(format!(
                     "the Kubernetes API refused the request ({} {})",
                     s.code, s.reason
                 ))
             }
+            K8sError::NotOurs { .. } => Problem::conflict(e.to_string()),
             K8sError::Unsupported(what) => {
                 tracing::error!(%what, "unsupported object");
                 Problem::new(500, "internal_error", "internal error")
@@ -205,6 +224,10 @@ pub enum ProvisionError {
     /// The request failed validation (`validation_failed`) or is malformed (`invalid_request`).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// The team may not do this (`forbidden`: namespace, engine, size or high availability outside its Team)
+    /// or it would exceed the Team's limits (`quota_exceeded`, with the numbers).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// A resource of that type and name exists in the namespace with a different spec, or is being deleted.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
@@ -297,6 +320,7 @@ macro_rules! from_problem {
 }
 
 from_problem!(ProvisionError, otherwise BadRequest, {
+    403 => Forbidden,
     409 => Conflict,
     413 => PayloadTooLarge,
     429 => TooManyRequests,

@@ -105,11 +105,11 @@ impl RequestGuard {
         })
     }
 
-    /// Checks one request before it is routed: the refusal to send, or the request to serve (with its body
-    /// under the read deadline). `endpoint` is the route template, for the metric.
+    /// Checks one request before it is routed: the refusal to send, or the request to serve. `endpoint` is the
+    /// route template, for the metric.
     // The refusal is a whole response, as the middleware sends it; it is no bigger than the request it returns.
     #[allow(clippy::result_large_err)]
-    pub fn admit(&self, mut req: Request, endpoint: &'static str) -> Result<Request, Response> {
+    pub fn admit(&self, req: Request, endpoint: &'static str) -> Result<Request, Response> {
         let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target > self.limits.max_uri_bytes {
             return Err(Problem::new(
@@ -149,9 +149,14 @@ impl RequestGuard {
             }
             self.sweep_now_and_then(limiter);
         }
+        Ok(req)
+    }
+
+    /// Puts the request's body under the read deadline. This runs before anything reads the body (the audit
+    /// layer peeks at it before the rate limit is checked), so no reader can wait on a withheld body for ever.
+    pub fn deadline_body(&self, req: &mut Request) {
         let body = req.take_body();
         req.set_body(with_deadline(body, self.limits.body_read_timeout));
-        Ok(req)
     }
 
     fn too_many(&self, wait: Duration) -> Response {

@@ -2,6 +2,7 @@
 //! spec. It never calls Kubernetes directly and knows nothing of how objects are rendered.
 
 pub mod api;
+pub mod audit;
 mod body;
 pub(crate) mod conn;
 mod errors;
@@ -16,8 +17,10 @@ use poem::endpoint::make_sync;
 use poem::http::StatusCode;
 use poem::{Endpoint, EndpointExt, IntoResponse, Route, get};
 use poem_openapi::OpenApiService;
+use tracing::Instrument;
 
 pub use self::api::{BrokerApi, VERSION};
+use self::audit::AuditLog;
 use self::body::BodyLimit;
 use self::limits::{RequestGuard, RequestLimits};
 use crate::usecases::Broker;
@@ -68,8 +71,14 @@ fn endpoint_label(path: &str) -> &'static str {
 }
 
 /// The whole HTTP application.
-pub fn app(state: Arc<Broker>, max_body_bytes: usize, limits: RequestLimits) -> impl Endpoint {
+pub fn app(
+    state: Arc<Broker>,
+    max_body_bytes: usize,
+    audit_log: Arc<AuditLog>,
+    limits: RequestLimits,
+) -> impl Endpoint {
     let guard = RequestGuard::new(limits);
+    let admit = guard.clone();
     let api = openapi_service(Some(state));
     let json = spec_json();
     let yaml = spec_yaml();
@@ -103,7 +112,7 @@ pub fn app(state: Arc<Broker>, max_body_bytes: usize, limits: RequestLimits) -> 
         .data(BodyLimit(max_body_bytes))
         // Before routing and body parsing, so that a refused request costs next to nothing.
         .around(move |ep, req| {
-            let guard = guard.clone();
+            let guard = admit.clone();
             async move {
                 let endpoint = endpoint_label(req.uri().path());
                 match guard.admit(req, endpoint) {
@@ -113,28 +122,83 @@ pub fn app(state: Arc<Broker>, max_body_bytes: usize, limits: RequestLimits) -> 
             }
         })
         .catch_all_error(|err| async move { errors::render_any_error(err) })
-        .around(|ep, req| async move {
-            let started = Instant::now();
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let known = KNOWN_ROUTES.iter().find(|(r, _)| *r == path);
-            let endpoint = known.map(|(r, _)| *r).unwrap_or("unmatched");
-            let mut resp = match ep.call(req).await {
-                Ok(r) => r.into_response(),
-                Err(e) => errors::render_any_error(e),
-            };
-            if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-                && let Some((_, allow)) = known
-            {
-                resp.headers_mut().insert(
-                    poem::http::header::ALLOW,
-                    poem::http::HeaderValue::from_static(allow),
-                );
+        .around(move |ep, mut req| {
+            let audit_log = audit_log.clone();
+            async move {
+                let started = Instant::now();
+                let method = req.method().to_string();
+                let path = req.uri().path().to_string();
+                let known = KNOWN_ROUTES.iter().find(|(r, _)| *r == path);
+                let endpoint = known.map(|(r, _)| *r).unwrap_or("unmatched");
+                let id = audit::request_id(&req);
+                let action = audit::action(&method, &path);
+                let named = match action {
+                    Some(_) => audit::peek_body(&mut req, max_body_bytes)
+                        .await
+                        .map(|b| audit::Named::from_body(&b)),
+                    None => None,
+                };
+                let source_ip = audit::source_ip(&req);
+                let span = tracing::info_span!("request", request_id = %id);
+                let mut resp = async {
+                    match ep.call(req).await {
+                        Ok(r) => r.into_response(),
+                        Err(e) => errors::render_any_error(e),
+                    }
+                }
+                .instrument(span.clone())
+                .await;
+                if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+                    && let Some((_, allow)) = known
+                {
+                    resp.headers_mut().insert(
+                        poem::http::header::ALLOW,
+                        poem::http::HeaderValue::from_static(allow),
+                    );
+                }
+                audit::echo(&mut resp, &id);
+                let status = resp.status().as_u16();
+                let refused = status >= 400;
+                let (error, deployment_id) = if refused || action.is_some() {
+                    let f = audit::response_field(&mut resp, &["error", "deploymentId"]).await;
+                    (f[0].clone(), f[1].clone())
+                } else {
+                    (None, None)
+                };
+                if let Some(code) = &error {
+                    crate::metrics::http_refusal(endpoint, errors::known_code(code));
+                }
+                if let Some(action) = action {
+                    let named = named.unwrap_or(audit::Named::from_body(b""));
+                    crate::metrics::mutation(action, named.type_label(), status);
+                    audit_log.write(&audit::AuditRecord {
+                        time: crate::k8s::now(),
+                        request_id: id.clone(),
+                        subject: resp
+                            .extensions()
+                            .get::<audit::AuditSubject>()
+                            .map(|s| s.0.clone()),
+                        source_ip,
+                        action,
+                        namespace: named.namespace,
+                        resource_type: named.resource_type,
+                        resource_name: named.resource_name,
+                        team: named.team,
+                        deployment_id: deployment_id.or(named.deployment_id),
+                        result: status,
+                        error,
+                    });
+                }
+                crate::metrics::http_request(endpoint, &method, started.elapsed());
+                if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
+                    span.in_scope(|| tracing::error!(%method, %path, "request failed with 500"));
+                }
+                Ok(resp)
             }
-            crate::metrics::http_request(endpoint, &method, started.elapsed());
-            if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
-                tracing::error!(%method, %path, "request failed with 500");
-            }
-            Ok(resp)
+        })
+        // Outermost: the body is under its read deadline before any layer reads it.
+        .around(move |ep, mut req| {
+            guard.deadline_body(&mut req);
+            async move { ep.call(req).await }
         })
 }

@@ -437,6 +437,7 @@ mod tests {
                     assert_eq!(ex["code"], code, "{method} {path} {status}: {ex}");
                     let want = match code {
                         400 => "validation_failed",
+                        403 => "quota_exceeded",
                         404 => "resource_not_found",
                         409 => "resource_conflict",
                         413 => "payload_too_large",
@@ -456,7 +457,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen, BTreeSet::from([400, 404, 409, 413, 429, 503]));
+        assert_eq!(seen, BTreeSet::from([400, 403, 404, 409, 413, 429, 503]));
         let codes: Vec<&str> = super::super::errors::ERROR_CODES.to_vec();
         assert_eq!(schema(&doc, "ErrorCode")["enum"], json!(codes));
         assert_eq!(

@@ -8,6 +8,7 @@ pub mod observe;
 pub mod record;
 pub mod render;
 pub mod state;
+pub mod team;
 pub mod usage;
 pub mod workload;
 
@@ -58,6 +59,14 @@ pub enum K8sError {
     /// An object of a kind the broker does not know how to write (a programming error).
     #[error("unsupported object: {0}")]
     Unsupported(String),
+    /// An object under a name the deployment derives exists and belongs to someone else: the broker neither
+    /// adopts nor overwrites it.
+    #[error("{kind} {name} exists and is not managed by deployment {deployment_id}")]
+    NotOurs {
+        kind: String,
+        name: String,
+        deployment_id: String,
+    },
     /// Anything else (a response kube-rs could not read, ...).
     #[error("kubernetes client error: {0}")]
     Other(#[source] kube::Error),
@@ -234,30 +243,24 @@ impl Cluster {
 
     /// Applies the ManagedResource CRD and waits until it is established.
     pub async fn install_crd(client: &Client) -> Result<()> {
-        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        let crd = ManagedResource::crd();
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        call(
-            "apply",
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&crd),
-            ),
-        )
-        .await?;
-        let established = kube::runtime::wait::await_condition(
-            api,
-            &name,
-            kube::runtime::wait::conditions::is_crd_established(),
-        );
-        match tokio::time::timeout(Duration::from_secs(30), established).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(K8sError::Unavailable(e.to_string())),
-            Err(_) => Err(K8sError::Unavailable(
-                "the ManagedResource CRD was not established within 30s".into(),
-            )),
+        for crd in [ManagedResource::crd(), team::Team::crd()] {
+            install_one_crd(client, crd).await?;
         }
+        Ok(())
+    }
+
+    /// A team's `Team`, from the API server (authoritative: quotas must not be judged on a stale copy).
+    pub async fn get_team(&self, name: &str) -> Result<Option<team::Team>> {
+        let api: Api<team::Team> = Api::all(self.client.clone());
+        self.call("get", api.get_opt(name)).await
+    }
+
+    /// Every record of a team in any namespace, from the API server (not the cache, which may not have seen a
+    /// record accepted a moment ago).
+    pub async fn team_records(&self, team: &str) -> Result<Vec<ManagedResource>> {
+        let api: Api<ManagedResource> = Api::all(self.client.clone());
+        let lp = ListParams::default().labels(&format!("{}={team}", labels::TEAM));
+        Ok(self.call("list", api.list(&lp)).await?.items)
     }
 
     /// Whether a namespace exists; creates it first when the broker is configured to.
@@ -457,10 +460,18 @@ impl Cluster {
         }
     }
 
-    /// Deletes every object labelled with the deployment id (used when the record is being deleted without
-    /// foreground propagation, e.g. by `kubectl delete`, so that the garbage collector would wait for the
-    /// broker's finalizer).
-    pub async fn delete_children(&self, ns: &str, deployment_id: &str) -> Result<()> {
+    /// Deletes the deployment's children (used when the record is being deleted without foreground
+    /// propagation, e.g. by `kubectl delete`, so that the garbage collector would wait for the broker's
+    /// finalizer). Only objects that are provably the deployment's go: carrying its id label and owned by the
+    /// record (`uid`), or — pods and volume claims — made by its StatefulSet. Nothing foreign is deleted, even
+    /// if it carries the label.
+    pub async fn delete_children(
+        &self,
+        ns: &str,
+        deployment_id: &str,
+        record_uid: &str,
+        resource_name: &str,
+    ) -> Result<()> {
         let lp =
             ListParams::default().labels(&format!("{}={deployment_id}", labels::DEPLOYMENT_ID));
         let dp = DeleteParams::background();
@@ -471,13 +482,78 @@ impl Cluster {
             ("v1", "Service"),
             ("v1", "Secret"),
             ("v1", "PersistentVolumeClaim"),
+            ("v1", "Pod"),
         ] {
             let (ar, _) = api_resource(&json!({"apiVersion": api_version, "kind": kind}))
                 .expect("known kinds");
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
-            self.call("deletecollection", api.delete_collection(&dp, &lp))
-                .await?;
+            let list = self.call("list", api.list(&lp)).await?;
+            for obj in list.items {
+                let ours = is_owned_by(&obj.metadata, record_uid)
+                    || (matches!(kind, "Pod" | "PersistentVolumeClaim")
+                        && made_by_statefulset(&obj.metadata, resource_name));
+                if !ours {
+                    continue;
+                }
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                match self.call("delete", api.delete(&name, &dp)).await {
+                    Err(e) if !e.is_not_found() => return Err(e),
+                    _ => {}
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Reads any object the broker renders, by kind and name (for the ownership check before applying).
+    pub async fn get_rendered(&self, obj: &serde_json::Value) -> Result<Option<DynamicObject>> {
+        let (ar, namespaced) = api_resource(obj)
+            .ok_or_else(|| K8sError::Unsupported(format!("cannot read {}", obj["kind"])))?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let api: Api<DynamicObject> = if namespaced {
+            let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+            Api::namespaced_with(self.client.clone(), ns, &ar)
+        } else {
+            Api::all_with(self.client.clone(), &ar)
+        };
+        self.call("get", api.get_opt(name)).await
+    }
+
+    /// Records a Kubernetes Event on the record (`kubectl describe managedresource` shows it): `warning` for
+    /// what needs a human, normal otherwise.
+    pub async fn record_event(
+        &self,
+        rec: &ManagedResource,
+        reason: &str,
+        message: &str,
+        warning: bool,
+    ) -> Result<()> {
+        let ns = rec.metadata.namespace.clone().unwrap_or_default();
+        let name = rec.metadata.name.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{name}."), "namespace": ns},
+            "involvedObject": {
+                "apiVersion": "kidp.io/v1alpha1", "kind": "ManagedResource",
+                "name": name, "namespace": ns, "uid": rec.metadata.uid,
+            },
+            "reason": reason,
+            // Event messages are bounded upstream (1 KiB); ours are short, but a pod's message may not be.
+            "message": message.chars().take(1024).collect::<String>(),
+            "type": if warning { "Warning" } else { "Normal" },
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+            "firstTimestamp": rfc3339(now),
+            "lastTimestamp": rfc3339(now),
+            "count": 1,
+        });
+        let event: k8s_openapi::api::core::v1::Event =
+            serde_json::from_value(event).map_err(|e| K8sError::Unsupported(e.to_string()))?;
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &ns);
+        self.call("create", api.create(&PostParams::default(), &event))
+            .await?;
         Ok(())
     }
 
@@ -485,6 +561,33 @@ impl Cluster {
     pub async fn get_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         self.call("get", api.get_opt(name)).await
+    }
+}
+
+/// Applies one CRD and waits until it is established.
+async fn install_one_crd(client: &Client, crd: CustomResourceDefinition) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    call(
+        "apply",
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        ),
+    )
+    .await?;
+    let established = kube::runtime::wait::await_condition(
+        api,
+        &name,
+        kube::runtime::wait::conditions::is_crd_established(),
+    );
+    match tokio::time::timeout(Duration::from_secs(30), established).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(K8sError::Unavailable(e.to_string())),
+        Err(_) => Err(K8sError::Unavailable(format!(
+            "the CRD {name} was not established within 30s"
+        ))),
     }
 }
 
@@ -503,6 +606,29 @@ async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config, kube::Error> 
     }
 }
 
+/// Whether an object's controller ownerReference is the record with this uid.
+pub fn is_owned_by(meta: &kube::api::ObjectMeta, record_uid: &str) -> bool {
+    !record_uid.is_empty()
+        && meta.owner_references.as_ref().is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.uid == record_uid && r.controller == Some(true))
+        })
+}
+
+/// Whether a pod or claim was made by the StatefulSet `<resource_name>` (its ownerReference, or for claims that
+/// outlive it, the claim-template naming `data-<name>-<ordinal>`).
+fn made_by_statefulset(meta: &kube::api::ObjectMeta, resource_name: &str) -> bool {
+    let owned = meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter()
+            .any(|r| r.kind == "StatefulSet" && r.name == resource_name)
+    });
+    let name = meta.name.as_deref().unwrap_or_default();
+    let claim = name
+        .strip_prefix(&format!("data-{resource_name}-"))
+        .is_some_and(|ordinal| !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit()));
+    owned || claim
+}
+
 /// The API resource of a rendered object, from its apiVersion and kind.
 fn api_resource(obj: &serde_json::Value) -> Option<(ApiResource, bool)> {
     let api_version = obj["apiVersion"].as_str()?;
@@ -515,6 +641,7 @@ fn api_resource(obj: &serde_json::Value) -> Option<(ApiResource, bool)> {
         "PodDisruptionBudget" => ("poddisruptionbudgets", true),
         "PersistentVolumeClaim" => ("persistentvolumeclaims", true),
         "CronJob" => ("cronjobs", true),
+        "Pod" => ("pods", true),
         "NetworkPolicy" => ("networkpolicies", true),
         "ServiceAccount" => ("serviceaccounts", true),
         _ => return None,

@@ -213,7 +213,7 @@ impl Reflecting<'_> {
                             };
                             send(&tx, ev);
                         } else if is_record {
-                            tracing::warn!(name = %o.name_any(), "a record without a deployment-id label was deleted");
+                            tracing::warn!(record = %o.name_any(), "a record without a deployment-id label was deleted");
                         }
                     }
                     Err(e) => {

@@ -204,10 +204,12 @@ pub fn common_labels(
     ])
 }
 
-/// The CRD as YAML, for `kidp-broker crd | kubectl apply --server-side -f -`.
+/// Both CRDs (ManagedResource, Team) as one YAML stream, for `kidp-broker crd | kubectl apply --server-side -f -`.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&ManagedResource::crd()).expect("CRD serializes")
+    let record = serde_yaml::to_string(&ManagedResource::crd()).expect("CRD serializes");
+    let team = serde_yaml::to_string(&super::team::Team::crd()).expect("CRD serializes");
+    format!("{record}---\n{team}")
 }
 
 #[cfg(test)]

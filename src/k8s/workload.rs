@@ -4,9 +4,9 @@
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::record::ManagedResource;
+use super::record::{ManagedResource, labels};
 use super::render::{self, Credentials, Owner, RenderContext, TlsMaterial};
-use super::{Cluster, K8sError};
+use super::{Cluster, K8sError, is_owned_by};
 
 /// How workloads are rendered in this cluster.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +17,48 @@ pub struct WorkloadOptions {
     pub cluster_domain: String,
     /// The StorageClass for `encryption.atRest`.
     pub encrypted_storage_class: Option<String>,
+}
+
+/// Fails with [`K8sError::NotOurs`] when an object under one of the deployment's derived names exists and is not
+/// the deployment's: owned by its record, or (pods, volume claims) made by its StatefulSet from its template.
+async fn ensure_nothing_foreign(
+    cluster: &Cluster,
+    rec: &ManagedResource,
+    ns: &str,
+) -> Result<(), K8sError> {
+    let uid = rec.metadata.uid.clone().unwrap_or_default();
+    let id = &rec.spec.deployment_id;
+    for (kind, name) in render::derived_names(&rec.spec.resource_name) {
+        let api_version = match kind {
+            "StatefulSet" => "apps/v1",
+            "CronJob" => "batch/v1",
+            "PodDisruptionBudget" => "policy/v1",
+            _ => "v1",
+        };
+        let probe = serde_json::json!({
+            "apiVersion": api_version, "kind": kind,
+            "metadata": {"name": name, "namespace": ns}
+        });
+        let Some(found) = cluster.get_rendered(&probe).await? else {
+            continue;
+        };
+        let labelled = found
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::DEPLOYMENT_ID))
+            .is_some_and(|v| v == id);
+        let ours = is_owned_by(&found.metadata, &uid)
+            || (matches!(kind, "Pod" | "PersistentVolumeClaim") && labelled);
+        if !ours {
+            return Err(K8sError::NotOurs {
+                kind: kind.to_string(),
+                name,
+                deployment_id: id.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn secret_field(s: &Option<Secret>, k: &str) -> Option<String> {
@@ -39,6 +81,9 @@ pub async fn apply(
     };
     let ns = rec.metadata.namespace.clone().unwrap_or_default();
     let name = &rec.spec.resource_name;
+    // Before anything is read or written: nothing under a derived name may belong to someone else, or the
+    // broker would adopt it (reuse a foreign password, apply over a foreign workload) and later delete it.
+    ensure_nothing_foreign(cluster, rec, &ns).await?;
     // Credentials are generated once and kept: re-rendering must not rotate a password under a running database.
     let existing = cluster
         .get_secret(&ns, &render::credentials_secret_name(name))

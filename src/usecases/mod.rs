@@ -6,6 +6,7 @@
 //! Never touches HTTP framework types; answers in domain terms ([`Refusal`], [`ResourceView`]).
 
 mod accept;
+mod quota;
 mod views;
 
 use std::sync::Arc;
@@ -27,6 +28,27 @@ pub struct Broker {
     pub prices: PriceTable,
     /// Pod usage from the metrics API.
     pub usage: Arc<UsageCache>,
+    /// Refuse provisions whose team has no `Team` resource (otherwise such teams are unlimited).
+    pub require_team: bool,
+    /// One quota decision per team at a time, so that two concurrent requests cannot both squeeze under a limit.
+    pub team_locks: TeamLocks,
+}
+
+/// A lock per team name.
+#[derive(Default)]
+pub struct TeamLocks {
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl TeamLocks {
+    /// Waits for the team's turn.
+    pub async fn lock(&self, team: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(team.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
 }
 
 /// Why a use case said no.
@@ -41,6 +63,12 @@ pub enum Refusal {
     /// It clashes with what exists (409).
     #[error("{0}")]
     Conflict(String),
+    /// Not allowed for this team (403 `forbidden`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over the team's limits (403 `quota_exceeded`).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The broker cannot answer yet (503): its caches have not synced.
     #[error("{0}")]
     NotReady(String),

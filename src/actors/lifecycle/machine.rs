@@ -81,10 +81,11 @@ impl Machine {
                             trouble: None,
                         };
                     }
+                    Err(CallError::Foreign(e)) => self.fail(e, now, fx),
                     Err(e) => {
                         let rejections = match e {
                             CallError::Rejected(_) => rejections + 1,
-                            CallError::Unavailable(_) => rejections,
+                            CallError::Unavailable(_) | CallError::Foreign(_) => rejections,
                         };
                         if rejections >= self.settings.apply_rejections {
                             self.fail(

@@ -137,12 +137,16 @@ pub enum CallError {
     Unavailable(String),
     /// The API server refused the request (4xx): trying again as is may not help.
     Rejected(String),
+    /// An object the deployment would write belongs to someone else: never retried, never overwritten.
+    Foreign(String),
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Unavailable(m) | CallError::Rejected(m) => f.write_str(m),
+            CallError::Unavailable(m) | CallError::Rejected(m) | CallError::Foreign(m) => {
+                f.write_str(m)
+            }
         }
     }
 }

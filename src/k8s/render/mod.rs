@@ -155,6 +155,29 @@ pub fn backup_name(resource_name: &str) -> String {
     format!("{resource_name}-backup")
 }
 
+/// Every (kind, name) a deployment called `resource_name` may own, whatever its spec: what is rendered with
+/// every option on, plus the pods and volume claims of its StatefulSet. Two deployments of one namespace must
+/// not share any of these, and none may exist under another owner when a deployment is applied.
+pub fn derived_names(resource_name: &str) -> Vec<(&'static str, String)> {
+    let n = resource_name;
+    let mut names = vec![
+        ("StatefulSet", n.to_string()),
+        ("Service", n.to_string()),
+        ("Service", headless_service_name(n)),
+        ("Secret", credentials_secret_name(n)),
+        ("Secret", tls_secret_name(n)),
+        ("Secret", mongodb::keyfile_secret_name(n)),
+        ("PodDisruptionBudget", n.to_string()),
+        ("CronJob", backup_name(n)),
+        ("PersistentVolumeClaim", backup_name(n)),
+    ];
+    for i in 0..crate::domain::HA_REPLICAS {
+        names.push(("Pod", format!("{n}-{i}")));
+        names.push(("PersistentVolumeClaim", format!("data-{n}-{i}")));
+    }
+    names
+}
+
 /// The client Service's DNS name: `<name>.<namespace>.svc.<cluster_domain>`.
 pub fn endpoint(resource_name: &str, namespace: &str, cluster_domain: &str) -> String {
     format!("{resource_name}.{namespace}.svc.{cluster_domain}")
@@ -679,6 +702,24 @@ pub(crate) mod fixtures {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn derived_names_cover_everything_rendered() {
+        for engine in Engine::ALL {
+            let version = engine.info().versions[0].version;
+            let names = derived_names("orders");
+            for obj in fixtures::render_spec(&fixtures::full_spec(engine, version)) {
+                let (kind, name) = (
+                    obj["kind"].as_str().unwrap(),
+                    obj["metadata"]["name"].as_str().unwrap(),
+                );
+                assert!(
+                    names.iter().any(|(k, n)| *k == kind && n == name),
+                    "{engine}: {kind} {name} is rendered but not among the derived names"
+                );
+            }
+        }
+    }
+
     use super::fixtures::*;
     use super::*;
     use crate::domain::{HA_REPLICAS, Size};
