@@ -113,6 +113,53 @@ pub struct Args {
     #[arg(long, env = "KIDP_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Requests per minute per client (authenticated subject, else IP address) on the /v1 API; 0 disables.
+    #[arg(long, env = "KIDP_RATE_LIMIT_PER_MINUTE", default_value_t = 100)]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests a client may make at once before the per-minute rate applies (at least 1).
+    // 20: a manager reconciling a team's deployments after a restart sends a short burst of status reads; a
+    // burst as large as the minute's budget would let a flood through at full speed twice a minute.
+    #[arg(long, env = "KIDP_RATE_LIMIT_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+
+    /// Proxies (comma-separated CIDRs) whose X-Forwarded-For names the client; from any other peer it is ignored.
+    #[arg(long, env = "KIDP_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Connections open at once on the REST API port; when full, the longest-idle connection makes room.
+    // 512: far more than a manager and a few operators need, and with the broker's own sockets (watches,
+    // callbacks) still inside the common soft limit of 1024 open files.
+    #[arg(long, env = "KIDP_MAX_CONNECTIONS", default_value_t = 512,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a complete request head (from connecting, or from its first byte on a
+    /// kept-alive connection).
+    #[arg(long, env = "KIDP_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_seconds: u64,
+
+    /// Seconds a kept-alive connection may stay idle between requests.
+    // 60: as long as common load balancers keep idle connections, shorter than reqwest's 90 s pool timeout.
+    #[arg(long, env = "KIDP_KEEP_ALIVE_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_alive_timeout_seconds: u64,
+
+    /// Seconds a client has to send the whole request body once its headers have arrived.
+    #[arg(long, env = "KIDP_BODY_READ_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_seconds: u64,
+
+    /// Longest request target (path and query) accepted, in bytes; longer gets 414.
+    #[arg(long, env = "KIDP_MAX_URI_BYTES", default_value_t = 8 * 1024)]
+    pub max_uri_bytes: usize,
+
+    /// Largest total size of the request headers (names and values) accepted, in bytes; larger gets 431.
+    #[arg(long, env = "KIDP_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
     /// Deployments provisioning at once per namespace; the rest wait in FIFO order.
     #[arg(long, env = "KIDP_NAMESPACE_CONCURRENCY", default_value_t = 10)]
     pub namespace_concurrency: usize,

@@ -22,6 +22,9 @@ pub const CALLBACK_QUEUE: &str = "broker_callback_queue_depth";
 pub const PROVISION_QUEUE: &str = "broker_provision_queue_depth";
 pub const DEPLOYMENT_ACTORS: &str = "broker_deployment_actors";
 pub const HTTP_REFUSALS: &str = "broker_http_refusals_total";
+pub const RATE_LIMITED: &str = "broker_rate_limited_total";
+pub const OPEN_CONNECTIONS: &str = "broker_open_connections";
+pub const CONNECTIONS_CLOSED: &str = "broker_connections_closed_total";
 
 /// Buckets for request latencies: a 202 should take milliseconds, a slow API server seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -98,6 +101,19 @@ fn describe() {
     describe_counter!(
         HTTP_REFUSALS,
         "Requests answered with an error, by route template and error code"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused with 429 by the per-client rate limit, by route template"
+    );
+    describe_gauge!(
+        OPEN_CONNECTIONS,
+        "Open client connections by listener (api, metrics)"
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Client connections the broker closed for a limit, by listener and reason (header_timeout, \
+         keep_alive_timeout, idle_timeout, displaced, over_limit)"
     );
 }
 
@@ -176,4 +192,20 @@ pub fn resources(namespace: &str, resource_type: &str, phase: &str, n: usize) {
 
 pub fn watch_error(resource: &'static str) {
     counter!(WATCH_ERRORS, "resource" => resource).increment(1);
+}
+
+pub fn rate_limited(endpoint: &'static str) {
+    counter!(RATE_LIMITED, "endpoint" => endpoint).increment(1);
+}
+
+pub fn connection_opened(listener: &'static str) {
+    gauge!(OPEN_CONNECTIONS, "listener" => listener).increment(1.0);
+}
+
+pub fn connection_dropped(listener: &'static str) {
+    gauge!(OPEN_CONNECTIONS, "listener" => listener).decrement(1.0);
+}
+
+pub fn connection_closed(listener: &'static str, reason: &'static str) {
+    counter!(CONNECTIONS_CLOSED, "listener" => listener, "reason" => reason).increment(1);
 }

@@ -26,6 +26,9 @@ use crate::usecases::Broker;
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections open at once on the metrics port: Prometheus scrapes over one or two.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+
 /// How long the actors get to stop; they write everything they owe to the cluster as they go, so stopping
 /// loses nothing and should take milliseconds.
 const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -285,7 +288,23 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
                 .display()
         )
     })?;
-    let app = http::app(state, args.max_body_bytes, Arc::new(audit_log));
+    let app = http::app(
+        state,
+        args.max_body_bytes,
+        Arc::new(audit_log),
+        http::limits::RequestLimits::from_args(&args),
+    );
+    let conn_limits = http::conn::ConnectionLimits::from_args(&args);
+    let api_acc = http::conn::GuardedAcceptor::new(api_acc, conn_limits, "api");
+    // The metrics port has the same timeouts and its own, smaller pool: a scraper needs one connection.
+    let metrics_acc = http::conn::GuardedAcceptor::new(
+        metrics_acc,
+        http::conn::ConnectionLimits {
+            max_connections: METRICS_MAX_CONNECTIONS,
+            ..conn_limits
+        },
+        "metrics",
+    );
     let stop = stop_serving.clone();
     let api_task = tokio::spawn(async move {
         Server::new_with_acceptor(api_acc)

@@ -53,6 +53,10 @@ fn every_operation_is_documented() {
                     serde_json::json!([{"bearerAuth": []}]),
                     "{method} {path} requires the bearer scheme"
                 );
+                assert!(
+                    responses["429"]["headers"]["Retry-After"].is_object(),
+                    "{method} {path} documents 429 with Retry-After"
+                );
             }
         }
     }

@@ -157,8 +157,16 @@ pub async fn peek_body(req: &mut Request, limit: usize) -> Option<Vec<u8>> {
             req.set_body(Body::from(b.clone()));
             Some(b)
         }
+        Err(poem::error::ReadBodyError::Io(e)) => {
+            // Unreadable (e.g. not sent within the body read deadline): the handler meets the same error.
+            let e = std::io::Error::new(e.kind(), e.to_string());
+            req.set_body(Body::from_bytes_stream(futures::stream::once(async move {
+                Err::<Vec<u8>, _>(e)
+            })));
+            None
+        }
         Err(_) => {
-            // Too large or unreadable: hand the handler something it refuses in the same words.
+            // Too large: hand the handler something it refuses in the same words.
             req.set_body(Body::from(vec![b' '; limit + 1]));
             None
         }

@@ -59,6 +59,12 @@ pub async fn authenticate<E: Endpoint>(
     match access.authenticate(bearer(&req)).await {
         Ok(subject) => {
             let who = super::audit::AuditSubject(subject.to_string());
+            // The rate limit (inside this layer) is kept per authenticated subject, else per address (an open
+            // broker's callers are all "anonymous" and must not share one budget).
+            if access.disabled_by().is_none() {
+                req.extensions_mut()
+                    .insert(super::limits::RateSubject(subject.to_string()));
+            }
             req.extensions_mut().insert(subject);
             let mut resp = match ep.call(req).await {
                 Ok(r) => r.into_response(),

@@ -18,7 +18,7 @@ use crate::usecases::Refusal;
 
 /// Every `error` code the broker sends, documented as the error body's enum. [`Problem::new`] checks (in
 /// debug builds, so in every test) that no other code is ever sent.
-pub const ERROR_CODES: [&str; 12] = [
+pub const ERROR_CODES: [&str; 15] = [
     "validation_failed",
     "invalid_request",
     "unauthorized",
@@ -31,6 +31,9 @@ pub const ERROR_CODES: [&str; 12] = [
     "route_not_found",
     "method_not_allowed",
     "internal_error",
+    "rate_limited",
+    "uri_too_long",
+    "headers_too_large",
 ];
 
 /// The error body.
@@ -68,6 +71,7 @@ pub fn example_for_status(status: u16) -> Option<ErrorBody> {
             "database/postgres-app-db already exists in namespace team-platform with a different spec (deployment {id})"
         )),
         413 => Problem::payload_too_large(65536),
+        429 => Problem::rate_limited(100, 1),
         503 => Problem::kubernetes("kubernetes API not accessible: connection refused"),
         _ => return None,
     };
@@ -129,6 +133,17 @@ impl Problem {
             413,
             "payload_too_large",
             format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
+    /// Over the per-client rate limit; `retry_after` is what the `Retry-After` header says.
+    pub fn rate_limited(per_minute: u32, retry_after: u64) -> Self {
+        Self::new(
+            429,
+            "rate_limited",
+            format!(
+                "rate limit of {per_minute} requests per minute exceeded; retry after {retry_after} s"
+            ),
         )
     }
 
@@ -233,6 +248,10 @@ pub enum ProvisionError {
     /// The body is larger than the configured limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// Over the per-client rate limit (`rate_limited`); the `Retry-After` header says after how many seconds
+    /// to retry.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
     /// The Kubernetes API cannot be reached; nothing was accepted.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -264,6 +283,10 @@ pub enum DeprovisionError {
     /// The body is larger than the configured limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// Over the per-client rate limit (`rate_limited`); the `Retry-After` header says after how many seconds
+    /// to retry.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
     /// The Kubernetes API cannot be reached; nothing was accepted.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -289,6 +312,10 @@ pub enum QueryError {
     /// No deployment has this id.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// Over the per-client rate limit (`rate_limited`); the `Retry-After` header says after how many seconds
+    /// to retry.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
     /// The broker's view of the cluster is not available yet.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -314,6 +341,10 @@ pub enum QueryBodyError {
     /// The body is larger than the configured limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// Over the per-client rate limit (`rate_limited`); the `Retry-After` header says after how many seconds
+    /// to retry.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
     /// The broker's view of the cluster is not available yet.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -340,20 +371,24 @@ macro_rules! from_problem {
 from_problem!(ProvisionError, otherwise BadRequest, {
     409 => Conflict,
     413 => PayloadTooLarge,
+    429 => TooManyRequests,
     500 | 503 => Unavailable,
 });
 from_problem!(DeprovisionError, otherwise BadRequest, {
     404 => NotFound,
     409 => Conflict,
     413 => PayloadTooLarge,
+    429 => TooManyRequests,
     500 | 503 => Unavailable,
 });
 from_problem!(QueryError, otherwise BadRequest, {
     404 => NotFound,
+    429 => TooManyRequests,
     500 | 503 => Unavailable,
 });
 from_problem!(QueryBodyError, otherwise BadRequest, {
     413 => PayloadTooLarge,
+    429 => TooManyRequests,
     500 | 503 => Unavailable,
 });
 

@@ -5,7 +5,9 @@ pub mod api;
 pub mod audit;
 mod auth;
 mod body;
+pub(crate) mod conn;
 mod errors;
+pub(crate) mod limits;
 mod spec;
 mod types;
 
@@ -14,13 +16,14 @@ use std::time::Instant;
 
 use poem::endpoint::make_sync;
 use poem::http::StatusCode;
-use poem::{Endpoint, EndpointExt, IntoResponse, Route};
+use poem::{Endpoint, EndpointExt, IntoResponse, Route, get};
 use poem_openapi::OpenApiService;
 use tracing::Instrument;
 
 pub use self::api::{BrokerApi, VERSION};
 use self::audit::AuditLog;
 use self::body::BodyLimit;
+use self::limits::{RequestGuard, RequestLimits};
 use crate::usecases::Broker;
 
 /// The routes the API serves with their methods: bounded metric labels, and the `Allow` header of a 405.
@@ -71,10 +74,25 @@ fn spec_yaml_for(authenticated: bool) -> String {
     serde_yaml::to_string(&doc).expect("a JSON value serializes as YAML")
 }
 
+/// The route template of a path (bounded metric labels).
+fn endpoint_label(path: &str) -> &'static str {
+    KNOWN_ROUTES
+        .iter()
+        .find(|(r, _)| *r == path)
+        .map_or("unmatched", |(r, _)| *r)
+}
+
 /// The whole HTTP application.
-pub fn app(state: Arc<Broker>, max_body_bytes: usize, audit_log: Arc<AuditLog>) -> impl Endpoint {
+pub fn app(
+    state: Arc<Broker>,
+    max_body_bytes: usize,
+    audit_log: Arc<AuditLog>,
+    limits: RequestLimits,
+) -> impl Endpoint {
     let access = state.access.clone();
     let authenticated = access.disabled_by().is_none();
+    let guard = RequestGuard::new(limits);
+    let admit = guard.clone();
     let api = openapi_service(Some(state));
     let json = spec_json_for(authenticated);
     let yaml = spec_yaml_for(authenticated);
@@ -83,26 +101,40 @@ pub fn app(state: Arc<Broker>, max_body_bytes: usize, audit_log: Arc<AuditLog>) 
     Route::new()
         .at(
             "/openapi.json",
-            make_sync(move |_| {
+            // `get` also answers HEAD; every other method gets 405 (with `Allow`, below).
+            get(make_sync(move |_| {
                 json.clone()
                     .with_content_type("application/json")
                     .into_response()
-            }),
+            })),
         )
         .at(
             "/openapi.yaml",
-            make_sync(move |_| {
+            get(make_sync(move |_| {
                 yaml.clone()
                     .with_content_type("application/yaml")
                     .into_response()
-            }),
+            })),
         )
         .at(
             "/docs",
-            make_sync(move |_| poem::web::Html(ui.clone()).into_response()),
+            get(make_sync(move |_| {
+                poem::web::Html(ui.clone()).into_response()
+            })),
         )
         .nest("/", api)
         .data(BodyLimit(max_body_bytes))
+        // Before routing and body parsing, so that a refused request costs next to nothing.
+        .around(move |ep, req| {
+            let guard = admit.clone();
+            async move {
+                let endpoint = endpoint_label(req.uri().path());
+                match guard.admit(req, endpoint) {
+                    Ok(req) => ep.call(req).await.map(IntoResponse::into_response),
+                    Err(refusal) => Ok(refusal),
+                }
+            }
+        })
         .around(move |ep, req| auth::authenticate(ep, req, access.clone()))
         .catch_all_error(|err| async move { errors::render_any_error(err) })
         .around(move |ep, mut req| {
@@ -178,5 +210,10 @@ pub fn app(state: Arc<Broker>, max_body_bytes: usize, audit_log: Arc<AuditLog>) 
                 }
                 Ok(resp)
             }
+        })
+        // Outermost: the body is under its read deadline before any layer reads it.
+        .around(move |ep, mut req| {
+            guard.deadline_body(&mut req);
+            async move { ep.call(req).await }
         })
 }

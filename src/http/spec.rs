@@ -5,6 +5,8 @@
 //!   (poem-openapi's `additionalProperties` is a schema, never `false`), as the domain refuses unknown fields.
 //! - Each documented error response's own example body (poem-openapi has examples per schema, not per
 //!   response, and every error response shares the one error body schema).
+//! - The `Retry-After` header of every 429 response (poem-openapi documents headers only on response variants
+//!   that carry a value for them, and the 429 is sent by the rate limiter, never by an operation).
 //! - Names for enum values that are not identifiers (`x-enum-varnames`, read by openapi-python-client and
 //!   openapi-generator): version `15` becomes `V15` in a generated client rather than `VALUE_3`, a name that
 //!   changes meaning whenever the catalogue adds a version.
@@ -161,6 +163,13 @@ fn add_error_examples(doc: &mut Value) {
             continue;
         };
         for (status, resp) in responses.iter_mut() {
+            if status == "429" {
+                resp["headers"] = json!({"Retry-After": {
+                    "description": "Whole seconds after which the request will be admitted again.",
+                    "required": true,
+                    "schema": {"type": "integer", "minimum": 1},
+                }});
+            }
             let Some(body) = status.parse().ok().and_then(example_for_status) else {
                 continue;
             };
@@ -472,16 +481,26 @@ mod tests {
                         404 => "resource_not_found",
                         409 => "resource_conflict",
                         413 => "payload_too_large",
+                        429 => "rate_limited",
                         503 => "kubernetes_error",
                         _ => panic!("{method} {path} documents {status}"),
                     };
                     assert_eq!(ex["error"], want, "{method} {path} {status}");
                     assert!(ex["message"].as_str().is_some_and(|m| !m.is_empty()));
+                    if code == 429 {
+                        assert_eq!(
+                            resp["headers"]["Retry-After"]["schema"]["type"], "integer",
+                            "{method} {path}"
+                        );
+                    }
                     seen.insert(code);
                 }
             }
         }
-        assert_eq!(seen, BTreeSet::from([400, 401, 403, 404, 409, 413, 503]));
+        assert_eq!(
+            seen,
+            BTreeSet::from([400, 401, 403, 404, 409, 413, 429, 503])
+        );
         let codes: Vec<&str> = super::super::errors::ERROR_CODES.to_vec();
         assert_eq!(schema(&doc, "ErrorCode")["enum"], json!(codes));
         assert_eq!(
