@@ -5,7 +5,6 @@
 //! Knows no HTTP: the HTTP layer hands in the bearer token it found. Decides nothing on its own: whether a
 //! request may go ahead is `crate::usecases`' call, made from what this module reports.
 
-pub mod glob;
 pub mod namespaces;
 pub mod token_file;
 
@@ -101,7 +100,8 @@ pub struct Grants {
 impl Grants {
     /// Whether these grants cover `action` in `namespace`.
     pub fn allow(&self, action: Action, namespace: &str) -> bool {
-        self.actions.contains(&action) && glob::any_matches(&self.namespaces, namespace)
+        self.actions.contains(&action)
+            && crate::domain::glob::any_matches(&self.namespaces, namespace)
     }
 }
 

@@ -2,7 +2,7 @@
 //! into and deprovisions from at all, whoever asks. It protects the cluster's own namespaces from a subject whose
 //! grants are broader than intended (`namespaces: ["*"]`).
 
-use super::glob;
+use crate::domain::glob;
 
 /// Denied unless `--denied-namespaces` says otherwise: the cluster's system namespaces, and `default`, where
 /// nothing a team owns should live.

@@ -38,17 +38,6 @@ const METADATA: [IpAddr; 2] = [
     IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
 ];
 
-fn glob(pattern: &str, s: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern.eq_ignore_ascii_case(s),
-        Some((pre, post)) => {
-            s.len() >= pre.len() + post.len()
-                && s[..pre.len()].eq_ignore_ascii_case(pre)
-                && s[s.len() - post.len()..].eq_ignore_ascii_case(post)
-        }
-    }
-}
-
 /// The address as the network will treat it: IPv6 forms that embed an IPv4 address become that address.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     let IpAddr::V6(v6) = ip else {
@@ -82,7 +71,13 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 impl CallbackUrlPolicy {
     fn host_allowed(&self, host: &str) -> bool {
         let host = host.strip_suffix('.').unwrap_or(host);
-        self.allowed_hosts.is_empty() || self.allowed_hosts.iter().any(|p| glob(p, host))
+        // Host names are case-insensitive.
+        let host = host.to_ascii_lowercase();
+        self.allowed_hosts.is_empty()
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|p| super::glob::matches(&p.to_ascii_lowercase(), &host))
     }
 
     /// Why a callback must not be sent to this address, if it must not.

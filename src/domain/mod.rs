@@ -11,6 +11,7 @@ mod cost;
 mod cron;
 mod drift;
 mod formats;
+pub mod glob;
 mod id;
 mod phase;
 mod quota;

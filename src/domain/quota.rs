@@ -68,15 +68,6 @@ pub enum QuotaRefusal {
     Exceeded(String),
 }
 
-fn glob(pattern: &str, s: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == s,
-        Some((pre, post)) => {
-            s.len() >= pre.len() + post.len() && s.starts_with(pre) && s.ends_with(post)
-        }
-    }
-}
-
 fn mem(mib: u64) -> String {
     if mib.is_multiple_of(1024) {
         format!("{}Gi", mib / 1024)
@@ -110,7 +101,7 @@ pub fn admit(
     held: &TeamUsage,
     prices: &PriceTable,
 ) -> Result<(), QuotaRefusal> {
-    if !policy.namespaces.iter().any(|g| glob(g, namespace)) {
+    if !super::glob::any_matches(&policy.namespaces, namespace) {
         return Err(QuotaRefusal::Forbidden(format!(
             "team {team} may not use namespace {namespace}"
         )));

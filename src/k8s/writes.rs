@@ -14,17 +14,23 @@ use super::{
 };
 
 impl Cluster {
-    /// Server-side applies one rendered object (force: the broker owns every field it renders).
-    pub async fn apply(&self, obj: &serde_json::Value) -> Result<()> {
+    /// The API of a rendered object's kind (in its namespace) and its name.
+    fn dynamic_api<'o>(&self, obj: &'o serde_json::Value) -> Result<(Api<DynamicObject>, &'o str)> {
         let (ar, namespaced) = api_resource(obj)
-            .ok_or_else(|| K8sError::Unsupported(format!("cannot apply {}", obj["kind"])))?;
+            .ok_or_else(|| K8sError::Unsupported(format!("unsupported kind {}", obj["kind"])))?;
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        let api: Api<DynamicObject> = if namespaced {
+        let api = if namespaced {
             let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
             Api::namespaced_with(self.client.clone(), ns, &ar)
         } else {
             Api::all_with(self.client.clone(), &ar)
         };
+        Ok((api, name))
+    }
+
+    /// Server-side applies one rendered object (force: the broker owns every field it renders).
+    pub async fn apply(&self, obj: &serde_json::Value) -> Result<()> {
+        let (api, name) = self.dynamic_api(obj)?;
         self.call(
             "apply",
             api.patch(
@@ -154,15 +160,7 @@ impl Cluster {
 
     /// Reads any object the broker renders, by kind and name (for the ownership check before applying).
     pub async fn get_rendered(&self, obj: &serde_json::Value) -> Result<Option<DynamicObject>> {
-        let (ar, namespaced) = api_resource(obj)
-            .ok_or_else(|| K8sError::Unsupported(format!("cannot read {}", obj["kind"])))?;
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-        let api: Api<DynamicObject> = if namespaced {
-            let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
-            Api::namespaced_with(self.client.clone(), ns, &ar)
-        } else {
-            Api::all_with(self.client.clone(), &ar)
-        };
+        let (api, name) = self.dynamic_api(obj)?;
         self.call("get", api.get_opt(name)).await
     }
 
