@@ -152,8 +152,12 @@ async fn main() {
             kubeconfig.to_str().unwrap(),
             "--create-namespaces",
             "--install-crd",
-            // Measures the lifecycle, not authentication.
+            // Measures the lifecycle, not authentication, rate limiting or the callback egress policy (its
+            // receiver listens on loopback).
             "--insecure-no-auth",
+            "--rate-limit-per-minute",
+            "0",
+            "--callback-allow-loopback",
             "--resync-seconds",
             "30",
         ])
