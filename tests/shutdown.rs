@@ -72,13 +72,16 @@ impl Drop for Broker {
     }
 }
 
-fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
+/// The child's exit status once it has exited, or `None` after `deadline` (checked on a cadence, as
+/// `common::eventually` does).
+async fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let end = tokio::time::Instant::now() + deadline;
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    while tokio::time::Instant::now() < end {
+        poll.tick().await;
         if let Some(status) = child.try_wait().expect("try_wait") {
             return Some(status);
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
     None
 }
@@ -116,6 +119,7 @@ async fn sigterm_drains_and_exits_cleanly_in_dev_mode() {
         .unwrap();
     let base = format!("http://127.0.0.1:{api}");
     let ready_by = Instant::now() + Duration::from_secs(30);
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
     loop {
         let ok = http
             .get(format!("{base}/readiness"))
@@ -128,7 +132,7 @@ async fn sigterm_drains_and_exits_cleanly_in_dev_mode() {
         if Instant::now() > ready_by || child.try_wait().unwrap().is_some() {
             panic!("broker not ready:\n{}", lines.lock().unwrap().join("\n"));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        poll.tick().await;
     }
 
     // Deployments in flight: their actors are applying objects and retrying callbacks no one answers.
@@ -163,7 +167,7 @@ async fn sigterm_drains_and_exits_cleanly_in_dev_mode() {
     }
 
     terminate(child);
-    let status = wait_with_deadline(child, EXIT_DEADLINE);
+    let status = wait_with_deadline(child, EXIT_DEADLINE).await;
     if status.is_none() {
         let _ = child.kill();
         let _ = child.wait();
