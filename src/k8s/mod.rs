@@ -433,6 +433,17 @@ fn made_by_statefulset(meta: &kube::api::ObjectMeta, resource_name: &str) -> boo
 }
 
 /// The API resource of a rendered object, from its apiVersion and kind.
+/// The apiVersion of a kind the broker renders or owns.
+pub fn api_version_of(kind: &str) -> &'static str {
+    match kind {
+        "StatefulSet" => "apps/v1",
+        "CronJob" => "batch/v1",
+        "PodDisruptionBudget" => "policy/v1",
+        "NetworkPolicy" => "networking.k8s.io/v1",
+        _ => "v1",
+    }
+}
+
 fn api_resource(obj: &serde_json::Value) -> Option<(ApiResource, bool)> {
     let api_version = obj["apiVersion"].as_str()?;
     let kind = obj["kind"].as_str()?;

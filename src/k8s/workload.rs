@@ -29,14 +29,8 @@ async fn ensure_nothing_foreign(
     let uid = rec.metadata.uid.clone().unwrap_or_default();
     let id = &rec.spec.deployment_id;
     for (kind, name) in render::derived_names(&rec.spec.resource_name) {
-        let api_version = match kind {
-            "StatefulSet" => "apps/v1",
-            "CronJob" => "batch/v1",
-            "PodDisruptionBudget" => "policy/v1",
-            _ => "v1",
-        };
         let probe = serde_json::json!({
-            "apiVersion": api_version, "kind": kind,
+            "apiVersion": super::api_version_of(kind), "kind": kind,
             "metadata": {"name": name, "namespace": ns}
         });
         let Some(found) = cluster.get_rendered(&probe).await? else {

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::record::{self, ManagedResource, ManagedResourceStatus, labels};
 use super::{
-    Cluster, FIELD_MANAGER, K8sError, Result, api_resource, is_owned_by, made_by_statefulset,
-    rfc3339,
+    Cluster, FIELD_MANAGER, K8sError, Result, api_resource, api_version_of, is_owned_by,
+    made_by_statefulset, rfc3339,
 };
 
 impl Cluster {
@@ -128,16 +128,16 @@ impl Cluster {
         let lp =
             ListParams::default().labels(&format!("{}={deployment_id}", labels::DEPLOYMENT_ID));
         let dp = DeleteParams::background();
-        for (api_version, kind) in [
-            ("apps/v1", "StatefulSet"),
-            ("batch/v1", "CronJob"),
-            ("policy/v1", "PodDisruptionBudget"),
-            ("v1", "Service"),
-            ("v1", "Secret"),
-            ("v1", "PersistentVolumeClaim"),
-            ("v1", "Pod"),
+        for kind in [
+            "StatefulSet",
+            "CronJob",
+            "PodDisruptionBudget",
+            "Service",
+            "Secret",
+            "PersistentVolumeClaim",
+            "Pod",
         ] {
-            let (ar, _) = api_resource(&json!({"apiVersion": api_version, "kind": kind}))
+            let (ar, _) = api_resource(&json!({"apiVersion": api_version_of(kind), "kind": kind}))
                 .expect("known kinds");
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
             let list = self.call("list", api.list(&lp)).await?;

@@ -190,7 +190,6 @@ impl Machine {
             self.set_message("Deprovisioning: deleting the workload and its storage", now);
             self.enqueue(Phase::Deleting, now);
         }
-        let s = self.settings.clone();
         match self.stage.clone() {
             Stage::Queued { .. } | Stage::Failed => {}
             Stage::Applying {
@@ -204,8 +203,9 @@ impl Machine {
                         call: Call::InFlight,
                         rejections,
                     };
+                    // No timer for the provisioning timeout: the periodic resync checks it, and one sleeping
+                    // task per apply attempt would pile up while the API server is away.
                     fx.push(Effect::Apply);
-                    fx.push(Effect::WakeIn(s.provision_timeout));
                 }
                 self.check_timeout(started, now, fx);
             }
