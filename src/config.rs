@@ -80,6 +80,25 @@ pub struct Args {
     #[arg(long, env = "KIDP_INSECURE_NO_AUTH", default_value_t = false)]
     pub insecure_no_auth: bool,
 
+    /// Serve the REST API over HTTPS with this certificate chain (PEM; re-read when it changes).
+    #[arg(long, env = "KIDP_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key of --tls-cert-file (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KIDP_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Authenticate callers by client certificate (mutual TLS) issued by these CAs (PEM). The subject is the
+    /// certificate's URI SAN or CN, granted by the --auth-token-file entry of that subject. Health probes
+    /// need no certificate; /v1/ needs one or a bearer token.
+    #[arg(
+        long,
+        env = "KIDP_TLS_CLIENT_CA_FILE",
+        requires = "tls_cert_file",
+        requires = "auth_token_file"
+    )]
+    pub tls_client_ca_file: Option<PathBuf>,
+
     /// Namespaces the broker may provision into and deprovision from, comma-separated globs; any when empty.
     #[arg(long, env = "KIDP_ALLOWED_NAMESPACES", value_delimiter = ',')]
     pub allowed_namespaces: Vec<String>,

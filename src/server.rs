@@ -191,6 +191,14 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     // Then authentication, before any connection: a broker that would serve without it by mistake, or with a
     // malformed token file, must not start at all.
     let mut access = crate::auth::Access::from_args(&args)?;
+    // And the TLS files, for the same reason.
+    let peers = Arc::new(http::tls::PeerCertificates::default());
+    let tls = http::tls::TlsFiles::from_args(&args);
+    let serves_tls = tls.is_some();
+    let api_acc = match tls {
+        Some(files) => http::tls::ApiAcceptor::tls(api_acc, files, peers.clone())?,
+        None => http::tls::ApiAcceptor::plain(api_acc),
+    };
     let handle = crate::metrics::install();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let target = connect(&args).await?;
@@ -293,6 +301,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         args.max_body_bytes,
         Arc::new(audit_log),
         http::limits::RequestLimits::from_args(&args),
+        peers,
     );
     let conn_limits = http::conn::ConnectionLimits::from_args(&args);
     let api_acc = http::conn::GuardedAcceptor::new(api_acc, conn_limits, "api");
@@ -320,7 +329,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
             .run_with_graceful_shutdown(metrics_app, stop.cancelled_owned(), Some(DRAIN_TIMEOUT))
             .await
     });
-    tracing::info!(%api_addr, %metrics_addr, "kidp-broker serving");
+    tracing::info!(%api_addr, %metrics_addr, tls = serves_tls, "kidp-broker serving");
     started.disarm();
     Ok(Running {
         api_addr,

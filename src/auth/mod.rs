@@ -1,8 +1,9 @@
 //! Who is calling and what they were granted: bearer tokens from a token file, Kubernetes TokenReview (with
-//! SubjectAccessReview for the decisions), `--dev-token`, or nothing at all when explicitly configured so; and
-//! the namespace policy. Produces a [`Subject`] for the HTTP layer and answers the questions the use cases ask.
+//! SubjectAccessReview for the decisions), client certificates (granted by the token file entry of their
+//! subject), `--dev-token`, or nothing at all when explicitly configured so; and the namespace policy. Produces a [`Subject`] for the HTTP layer and answers the questions the use cases ask.
 //!
-//! Knows no HTTP: the HTTP layer hands in the bearer token it found. Decides nothing on its own: whether a
+//! Knows no HTTP or TLS: the HTTP layer hands in the bearer token it found and the names of the verified
+//! client certificate of the connection. Decides nothing on its own: whether a
 //! request may go ahead is `crate::usecases`' call, made from what this module reports.
 
 pub mod namespaces;
@@ -152,9 +153,12 @@ impl std::fmt::Display for Subject {
 /// Why a request has no subject.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// No bearer token was presented.
-    #[error("an Authorization: Bearer token is required")]
-    Missing,
+    /// No credentials were presented; says which would do.
+    #[error("{0} required")]
+    Missing(&'static str),
+    /// A verified client certificate names no one (no URI SAN, no CN).
+    #[error("the client certificate names no subject (no URI SAN and no CN)")]
+    NamelessCertificate,
     /// The token is not known, or the API server does not authenticate it.
     #[error("the bearer token is not valid")]
     Invalid,
@@ -216,6 +220,8 @@ pub struct Access {
     dev_token: Option<TokenDigest>,
     token_file: Option<Arc<TokenFile>>,
     kubernetes: Option<KubernetesAuth>,
+    /// Whether verified client certificates authenticate (`--tls-client-ca-file`).
+    certificates: bool,
     /// Where the broker provisions and deprovisions at all.
     pub namespaces: NamespacePolicy,
 }
@@ -249,10 +255,17 @@ impl Access {
             tokens: ReviewCache::new(REVIEW_CACHE_TTL),
             decisions: ReviewCache::new(REVIEW_CACHE_TTL),
         });
+        let certificates = args.tls_client_ca_file.is_some();
+        if certificates && token_file.is_none() {
+            // clap already requires the pair; an empty path must not slip through either.
+            anyhow::bail!(
+                "--tls-client-ca-file grants certificate subjects through --auth-token-file entries; set --auth-token-file"
+            );
+        }
         let configured = token_file.is_some() || kubernetes.is_some() || dev_token.is_some();
         let disabled = match (configured, args.insecure_no_auth, dev) {
             (true, true, _) => anyhow::bail!(
-                "--insecure-no-auth contradicts the authentication configured (--auth-token-file, --auth-kubernetes or --dev-token); choose one"
+                "--insecure-no-auth contradicts the authentication configured (--auth-token-file, --auth-kubernetes, --tls-client-ca-file or --dev-token); choose one"
             ),
             (true, false, _) => None,
             (false, true, _) => Some("--insecure-no-auth"),
@@ -266,6 +279,7 @@ impl Access {
             dev_token,
             token_file,
             kubernetes,
+            certificates,
             namespaces: NamespacePolicy::new(&args.allowed_namespaces, &args.denied_namespaces),
         })
     }
@@ -287,13 +301,34 @@ impl Access {
         self.token_file.clone()
     }
 
-    /// Who presents `bearer` (the token of an `Authorization: Bearer` header). A token the file knows is
-    /// decided by the file; any other goes to the API server when `--auth-kubernetes` is on.
-    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Subject, AuthError> {
+    /// What a request without credentials is missing.
+    pub fn missing(&self) -> AuthError {
+        AuthError::Missing(if self.certificates {
+            "a client certificate or an Authorization: Bearer token is"
+        } else {
+            "an Authorization: Bearer token is"
+        })
+    }
+
+    /// Who presents `bearer` (the token of an `Authorization: Bearer` header) over a connection whose verified
+    /// client certificate has `certificate` names (URI SANs, then CNs). A token, when presented, decides: one
+    /// the file knows by the file, any other by the API server when `--auth-kubernetes` is on. Without one,
+    /// the certificate's subject is the first of its names that a token file entry names (else its first
+    /// name, granted nothing).
+    pub async fn authenticate(
+        &self,
+        bearer: Option<&str>,
+        certificate: Option<&[String]>,
+    ) -> Result<Subject, AuthError> {
         if self.disabled.is_some() {
             return Ok(Subject::anonymous());
         }
-        let token = bearer.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        let Some(token) = bearer.filter(|t| !t.is_empty()) else {
+            return match certificate {
+                Some(names) if self.certificates => self.certificate_subject(names),
+                _ => Err(self.missing()),
+            };
+        };
         let presented = token_file::digest(token);
         if let Some(dev) = &self.dev_token
             && bool::from(dev.ct_eq(&presented))
@@ -329,6 +364,31 @@ impl Access {
         Ok(Subject {
             name: user.username.clone(),
             authority: Authority::Kubernetes(user),
+        })
+    }
+
+    /// The subject of a verified client certificate.
+    fn certificate_subject(&self, names: &[String]) -> Result<Subject, AuthError> {
+        let first = names.first().ok_or(AuthError::NamelessCertificate)?;
+        let table = self
+            .token_file
+            .as_ref()
+            .map(|f| f.table())
+            .unwrap_or_default();
+        let grants = names
+            .iter()
+            .find_map(|n| table.lookup_subject(n))
+            .unwrap_or_else(|| {
+                // Authenticated, so a refusal is a 403 naming who, not a 401.
+                Arc::new(Grants {
+                    subject: first.clone(),
+                    namespaces: Vec::new(),
+                    actions: Vec::new(),
+                })
+            });
+        Ok(Subject {
+            name: grants.subject.clone(),
+            authority: Authority::TokenFile(grants),
         })
     }
 

@@ -2,6 +2,10 @@
 //! it stands for and what that subject may do. Re-read when its content changes, so that tokens can be added,
 //! rotated and revoked without a restart.
 //!
+//! An entry without a token grants a client-certificate subject (mutual TLS): certificates are matched to
+//! entries by subject name, whether or not the entry also has a token, so one subject has one set of grants
+//! however it authenticates.
+//!
 //! Owns the format, its validation and the lookup; never decides whether a request is allowed (that is
 //! `crate::usecases`), and never keeps a plain token in memory: plain entries are hashed as they are read.
 
@@ -51,14 +55,16 @@ struct EntryDoc {
 /// The tokens of one version of the file.
 #[derive(Debug, Default)]
 pub struct TokenTable {
-    entries: Vec<(TokenDigest, Arc<Grants>)>,
+    /// Each entry's token digest (`None`: a certificate-only entry) and grants.
+    entries: Vec<(Option<TokenDigest>, Arc<Grants>)>,
 }
 
 impl TokenTable {
     /// Parses and validates a token file's content; the error names the entry and what is wrong with it.
     pub fn parse(raw: &[u8]) -> Result<TokenTable, String> {
         let doc: FileDoc = serde_yaml::from_slice(raw).map_err(|e| e.to_string())?;
-        let mut entries: Vec<(TokenDigest, Arc<Grants>)> = Vec::with_capacity(doc.tokens.len());
+        let mut entries: Vec<(Option<TokenDigest>, Arc<Grants>)> =
+            Vec::with_capacity(doc.tokens.len());
         for (i, e) in doc.tokens.into_iter().enumerate() {
             let at = format!("tokens[{i}]");
             if e.subject.trim().is_empty() {
@@ -72,11 +78,16 @@ impl TokenTable {
                         .filter(|b| b.len() == 32);
                     bytes
                         .and_then(|b| TokenDigest::try_from(b).ok())
+                        .map(Some)
                         .ok_or_else(|| format!("{at}: sha256 must be 64 hexadecimal characters"))?
                 }
-                (None, Some(t)) if !t.is_empty() => digest(t),
+                (None, Some(t)) if !t.is_empty() => Some(digest(t)),
                 (None, Some(_)) => return Err(format!("{at}: token must not be empty")),
-                _ => return Err(format!("{at}: needs exactly one of sha256 and token")),
+                // Grants for a client certificate naming this subject, and no token.
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    return Err(format!("{at}: needs at most one of sha256 and token"));
+                }
             };
             if e.namespaces.is_empty() || e.namespaces.iter().any(|n| n.is_empty()) {
                 return Err(format!(
@@ -87,17 +98,25 @@ impl TokenTable {
                 return Err(format!("{at}: actions must list at least one action"));
             }
             // Two subjects behind one token would make every audit line ambiguous.
-            if entries.iter().any(|(d, _)| d == &digest) {
+            if digest.is_some() && entries.iter().any(|(d, _)| d == &digest) {
                 return Err(format!("{at}: the same token is listed twice"));
             }
-            entries.push((
-                digest,
-                Arc::new(Grants {
-                    subject: e.subject,
-                    namespaces: e.namespaces,
-                    actions: e.actions,
-                }),
-            ));
+            let grants = Grants {
+                subject: e.subject,
+                namespaces: e.namespaces,
+                actions: e.actions,
+            };
+            // Several tokens of one subject (a rotation) are fine; several sets of grants are not: a
+            // certificate of that subject would have no one answer.
+            if let Some((j, _)) = entries.iter().enumerate().find(|(_, (_, g))| {
+                g.subject == grants.subject
+                    && (g.namespaces != grants.namespaces || g.actions != grants.actions)
+            }) {
+                return Err(format!(
+                    "{at}: grants differ from tokens[{j}] of the same subject; list the same namespaces and actions"
+                ));
+            }
+            entries.push((digest, Arc::new(grants)));
         }
         Ok(TokenTable { entries })
     }
@@ -107,6 +126,7 @@ impl TokenTable {
     pub fn lookup(&self, presented: &TokenDigest) -> Option<Arc<Grants>> {
         let mut found = None;
         for (d, grants) in &self.entries {
+            let Some(d) = d else { continue };
             let same: bool = d.ct_eq(presented).into();
             if same && found.is_none() {
                 found = Some(grants.clone());
@@ -115,7 +135,15 @@ impl TokenTable {
         found
     }
 
-    /// How many tokens the table holds.
+    /// The grants of the subject named `subject` (a client certificate's name).
+    pub fn lookup_subject(&self, subject: &str) -> Option<Arc<Grants>> {
+        self.entries
+            .iter()
+            .find(|(_, g)| g.subject == subject)
+            .map(|(_, g)| g.clone())
+    }
+
+    /// How many entries the table holds.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -235,6 +263,27 @@ tokens:
     }
 
     #[test]
+    fn certificate_subjects_find_their_entry_by_name() {
+        let f = format!(
+            "{FILE}  - subject: \"spiffe://kidp/manager\"\n    namespaces: [\"team-*\"]\n    actions: [read]\n"
+        );
+        let t = TokenTable::parse(f.as_bytes()).unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            t.lookup_subject("dashboard").unwrap().actions,
+            vec![Action::Read]
+        );
+        let s = t.lookup_subject("spiffe://kidp/manager").unwrap();
+        assert_eq!(s.namespaces, vec!["team-*"]);
+        assert!(t.lookup_subject("Dashboard").is_none());
+        // A certificate-only entry has no token to be found by.
+        assert!(t.lookup(&digest("")).is_none());
+        // Two tokens of one subject with the same grants: a rotation.
+        let rotation = "tokens: [{subject: a, token: t1, namespaces: [x], actions: [read]}, {subject: a, token: t2, namespaces: [x], actions: [read]}]";
+        assert_eq!(TokenTable::parse(rotation.as_bytes()).unwrap().len(), 2);
+    }
+
+    #[test]
     fn uppercase_hex_is_accepted() {
         let f = FILE.replace("9f86d081", "9F86D081");
         let t = TokenTable::parse(f.as_bytes()).unwrap();
@@ -254,12 +303,12 @@ tokens:
                 "unknown variant `write`",
             ),
             (
-                "tokens: [{subject: a, namespaces: [x], actions: [read]}]",
-                "tokens[0] (subject \"a\"): needs exactly one of sha256 and token",
+                "tokens: [{subject: a, token: t, sha256: '00', namespaces: [x], actions: [read]}]",
+                "tokens[0] (subject \"a\"): needs at most one of sha256 and token",
             ),
             (
-                "tokens: [{subject: a, token: t, sha256: '00', namespaces: [x], actions: [read]}]",
-                "needs exactly one of sha256 and token",
+                "tokens: [{subject: a, token: t, namespaces: [x], actions: [read]}, {subject: a, namespaces: [y], actions: [read]}]",
+                "tokens[1] (subject \"a\"): grants differ from tokens[0] of the same subject",
             ),
             (
                 "tokens: [{subject: a, sha256: 'abc', namespaces: [x], actions: [read]}]",

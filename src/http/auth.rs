@@ -1,5 +1,6 @@
 //! Authentication at the door: every `/v1/` request needs a subject before it reaches an operation. The
-//! middleware reads the `Authorization: Bearer` token, asks [`Access`] who it belongs to, and either puts the
+//! middleware reads the `Authorization: Bearer` token and the connection's verified client certificate (if
+//! any), asks [`Access`] who they belong to, and either puts the
 //! [`Subject`] into the request for the operation's [`Caller`] extractor or answers 401 itself. Everything else
 //! (`/health`, `/readiness`, the spec, `/docs`; the metrics port is another server) stays open.
 //!
@@ -13,6 +14,7 @@ use poem::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use poem::{Endpoint, FromRequest, IntoResponse, Request, RequestBody, Response};
 
 use super::errors::Problem;
+use super::tls::PeerCertificates;
 use crate::auth::{Access, AuthError, Subject};
 
 /// The challenge of every 401 (RFC 6750); `error="invalid_token"` when a token was presented but refused.
@@ -52,11 +54,16 @@ pub async fn authenticate<E: Endpoint>(
     ep: Arc<E>,
     mut req: Request,
     access: Arc<Access>,
+    peers: Arc<PeerCertificates>,
 ) -> poem::Result<Response> {
     if !protected(req.uri().path()) {
         return ep.call(req).await.map(IntoResponse::into_response);
     }
-    match access.authenticate(bearer(&req)).await {
+    let certificate = peers.get(req.remote_addr());
+    match access
+        .authenticate(bearer(&req), certificate.as_deref())
+        .await
+    {
         Ok(subject) => {
             let who = super::audit::AuditSubject(subject.to_string());
             // The rate limit (inside this layer) is kept per authenticated subject, else per address (an open
@@ -100,7 +107,11 @@ impl<'a> FromRequest<'a> for Caller {
             .get::<Subject>()
             .cloned()
             .map(Caller)
-            .ok_or_else(|| poem::Error::from_response(unauthorized(&AuthError::Missing)))
+            .ok_or_else(|| {
+                poem::Error::from_response(unauthorized(&AuthError::Missing(
+                    "an authenticated caller is",
+                )))
+            })
     }
 }
 

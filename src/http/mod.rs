@@ -9,6 +9,7 @@ pub(crate) mod conn;
 mod errors;
 pub(crate) mod limits;
 mod spec;
+pub mod tls;
 mod types;
 
 use std::sync::Arc;
@@ -88,6 +89,7 @@ pub fn app(
     max_body_bytes: usize,
     audit_log: Arc<AuditLog>,
     limits: RequestLimits,
+    peers: Arc<tls::PeerCertificates>,
 ) -> impl Endpoint {
     let access = state.access.clone();
     let authenticated = access.disabled_by().is_none();
@@ -135,7 +137,7 @@ pub fn app(
                 }
             }
         })
-        .around(move |ep, req| auth::authenticate(ep, req, access.clone()))
+        .around(move |ep, req| auth::authenticate(ep, req, access.clone(), peers.clone()))
         .catch_all_error(|err| async move { errors::render_any_error(err) })
         .around(move |ep, mut req| {
             let audit_log = audit_log.clone();
