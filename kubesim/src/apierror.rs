@@ -134,6 +134,15 @@ impl ApiError {
         Self::new(405, "MethodNotAllowed", message)
     }
 
+    /// A strategic merge patch of a custom resource.
+    pub(crate) fn unsupported_patch_for_custom_resource() -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        )
+    }
+
     pub(crate) fn unsupported_media_type(ct: &str) -> Self {
         Self::new(
             415,

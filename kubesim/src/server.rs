@@ -665,8 +665,19 @@ fn status_success(def: &ResourceDef, o: &Value) -> Value {
 }
 
 /// Stores whose DELETE returns the deleted object rather than a Status (upstream `ReturnDeletedObject`).
+/// Whether a DELETE that removed the object answers with it rather than a `Status` (upstream's
+/// `ReturnDeletedObject` stores).
 fn returns_deleted_object(def: &ResourceDef) -> bool {
-    (def.group.is_empty() && matches!(def.plural.as_str(), "pods" | "serviceaccounts"))
+    (def.group.is_empty()
+        && matches!(
+            def.plural.as_str(),
+            "pods"
+                | "serviceaccounts"
+                | "services"
+                | "persistentvolumeclaims"
+                | "persistentvolumes"
+                | "resourcequotas"
+        ))
         || (def.group == "storage.k8s.io" && def.plural == "storageclasses")
         || def.from_crd
 }
@@ -785,6 +796,10 @@ async fn resource(
             };
             let body = read_body(req).await?;
             let pb = patch_body(&ct, &body)?;
+            if t.def.from_crd && matches!(pb, PatchBody::Strategic(_)) {
+                // Custom resources have no patch strategy metadata, so upstream refuses the patch type.
+                return Err(ApiError::unsupported_patch_for_custom_resource());
+            }
             let (obj, created) = ctx
                 .store
                 .write(|g| g.patch(&t.def, &ns, name, pb, scope, &opts))?;

@@ -575,6 +575,8 @@ impl Inner {
         defaults::apply_defaults(def, &mut body);
         self.kind_hooks_on_write(def, None, &mut body, &now)?;
         validate::validate_object(def, &name, &body)?;
+        validate::validate_metadata(def, &name, &body)?;
+        validate::validate_selector(def, &name, &body)?;
         if !managed_by_apply {
             fieldmanager::record_update(
                 None,
@@ -862,6 +864,7 @@ impl Inner {
                 }
             }
         }
+        validate::validate_uid(def, &name, &old, &new)?;
         {
             let old_md = old.get("metadata").cloned().unwrap_or(json!({}));
             let md = meta::metadata_mut(&mut new);
@@ -890,23 +893,14 @@ impl Inner {
         }
         new["apiVersion"] = json!(def.api_version(def.storage_version()));
         new["kind"] = json!(def.kind);
-        if meta::is_deleting(&old) {
-            // Finalizers may only be removed from an object being deleted, not added.
-            let before = meta::finalizers(&old);
-            let after = meta::finalizers(&new);
-            if let Some(added) = after.iter().find(|f| !before.contains(f)) {
-                return Err(ApiError::forbidden(format!(
-                    "{} \"{}\" is forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{\"{added}\"}}",
-                    def.qualified(),
-                    name
-                )));
-            }
-        }
         if scope == Scope::Main {
             defaults::apply_defaults(def, &mut new);
         }
         self.kind_hooks_on_write(def, Some(&old), &mut new, &now)?;
         validate::validate_object(def, &name, &new)?;
+        validate::validate_metadata(def, &name, &new)?;
+        validate::validate_selector(def, &name, &new)?;
+        validate::validate_update(def, &name, &old, &new)?;
         if !meta::spec_part_eq(&old, &new) {
             let g = old
                 .pointer("/metadata/generation")
@@ -1290,9 +1284,14 @@ impl Inner {
             return;
         };
         let owners = meta::owner_uids(&o);
+        // As upstream's garbage collector: an owner in another namespace (or a namespaced owner of a
+        // cluster-scoped object) does not count, so the reference is as good as dangling.
         let missing: Vec<String> = owners
             .iter()
-            .filter(|(u, _)| !self.by_uid.contains_key(u))
+            .filter(|(u, _)| match self.by_uid.get(u) {
+                None => true,
+                Some((_, (owner_ns, _))) => !owner_ns.is_empty() && *owner_ns != ok.0,
+            })
             .map(|(u, _)| u.clone())
             .collect();
         if missing.is_empty() {

@@ -485,7 +485,7 @@ async fn finalizers_hold_deletion_like_kube_runtime_expects() {
             .is_some()
     );
 
-    // A new finalizer cannot be added once deletion started.
+    // A new finalizer cannot be added once deletion started: 422 Invalid, as upstream's object meta validation.
     let e = api_err(
         api.patch(
             "f",
@@ -495,7 +495,11 @@ async fn finalizers_hold_deletion_like_kube_runtime_expects() {
         .await
         .unwrap_err(),
     );
-    assert_eq!(e.code, 403);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "ConfigMap \"f\" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{\"other\"}"
+    );
 
     let remove: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/metadata/finalizers/0", "value": "kidp.io/test"},
