@@ -143,12 +143,17 @@ impl ApiError {
         )
     }
 
+    /// A protobuf body of a kind kubesim has no schema for.
+    pub(crate) fn unsupported_protobuf(message: &str) -> Self {
+        Self::new(415, "UnsupportedMediaType", message)
+    }
+
     pub(crate) fn unsupported_media_type(ct: &str) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json, application/apply-patch+yaml (got {ct:?})"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json, application/apply-patch+yaml (got {ct:?})"
             ),
         )
     }

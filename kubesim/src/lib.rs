@@ -27,6 +27,7 @@ mod meta;
 mod metrics_api;
 mod patch;
 mod persist;
+mod protobuf;
 mod registry;
 mod reviews;
 mod scale;

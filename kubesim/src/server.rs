@@ -507,6 +507,23 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
     }
 }
 
+/// Media types a create or replace body may come in.
+fn is_object_media_type(ct: &str) -> bool {
+    matches!(
+        ct,
+        "application/json" | "application/yaml" | "" | crate::protobuf::MEDIA_TYPE
+    )
+}
+
+/// The object of a create or replace body: JSON, YAML or the protobuf envelope.
+fn object_body(ct: &str, body: &[u8]) -> ApiResult<Value> {
+    match ct {
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body),
+        _ if is_object_media_type(ct) => parse_doc(body, true),
+        _ => Err(ApiError::unsupported_media_type(ct)),
+    }
+}
+
 fn parse_doc(bytes: &[u8], yaml_ok: bool) -> ApiResult<Value> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => Ok(v),
@@ -703,12 +720,9 @@ async fn resource(
         }
         (&Method::POST, None, _) => {
             let ct = content_type(&req);
-            if !matches!(ct.as_str(), "application/json" | "application/yaml" | "") {
-                return Err(ApiError::unsupported_media_type(&ct));
-            }
             let opts = write_opts(&q, &req, false)?;
             let body = read_body(req).await?;
-            let doc = parse_doc(&body, true)?;
+            let doc = object_body(&ct, &body)?;
             let obj = ctx
                 .store
                 .write(|g| g.create(&t.def, t.ns.as_deref(), doc, &opts))?;
@@ -766,9 +780,6 @@ async fn resource(
         }
         (&Method::PUT, Some(name), sub) => {
             let ct = content_type(&req);
-            if !matches!(ct.as_str(), "application/json" | "application/yaml" | "") {
-                return Err(ApiError::unsupported_media_type(&ct));
-            }
             let opts = write_opts(&q, &req, false)?;
             let scope = if sub == Some("status") {
                 Scope::Status
@@ -776,7 +787,7 @@ async fn resource(
                 Scope::Main
             };
             let body = read_body(req).await?;
-            let doc = parse_doc(&body, true)?;
+            let doc = object_body(&ct, &body)?;
             let obj = ctx
                 .store
                 .write(|g| g.replace(&t.def, &ns, name, doc, scope, &opts))?;

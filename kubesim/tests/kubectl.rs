@@ -462,3 +462,154 @@ async fn kubectl_rollout_status_waits_for_a_statefulset() {
     assert_eq!(ready, "2");
     s.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn kubectl_generators_send_protobuf_and_are_understood() {
+    let s = common::start().await;
+    let k = Kubectl::new(&s.sim);
+
+    // The first thing a newcomer types.
+    let out = k.ok(&["create", "namespace", "demo"], None).await;
+    assert_eq!(out.trim(), "namespace/demo created");
+    let ns = k
+        .ok(&["get", "namespace", "demo", "-o", "json"], None)
+        .await;
+    let ns: serde_json::Value = serde_json::from_str(&ns).unwrap();
+    assert_eq!(ns["status"]["phase"], "Active");
+
+    let out = k
+        .ok(
+            &[
+                "create",
+                "configmap",
+                "settings",
+                "-n",
+                "demo",
+                "--from-literal=mode=fast",
+                "--from-literal=level=3",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.trim(), "configmap/settings created");
+    let cm: serde_json::Value = serde_json::from_str(
+        &k.ok(&["get", "cm", "settings", "-n", "demo", "-o", "json"], None)
+            .await,
+    )
+    .unwrap();
+    assert_eq!(
+        cm["data"],
+        serde_json::json!({"mode": "fast", "level": "3"})
+    );
+    // Go's zero values on the wire are not stored as values.
+    assert!(cm["metadata"].get("generateName").is_none(), "{cm}");
+    assert!(cm["metadata"]["creationTimestamp"].is_string(), "{cm}");
+
+    let out = k
+        .ok(
+            &[
+                "create",
+                "secret",
+                "generic",
+                "creds",
+                "-n",
+                "demo",
+                "--from-literal=password=s3cret",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.trim(), "secret/creds created");
+    let secret: serde_json::Value = serde_json::from_str(
+        &k.ok(
+            &["get", "secret", "creds", "-n", "demo", "-o", "json"],
+            None,
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(secret["data"]["password"], "czNjcmV0");
+    assert_eq!(secret["type"], "Opaque");
+
+    let out = k
+        .ok(
+            &[
+                "create",
+                "deployment",
+                "web",
+                "-n",
+                "demo",
+                "--image=nginx:1.27",
+                "--replicas=2",
+                "--port=80",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.trim(), "deployment.apps/web created");
+    let d: serde_json::Value = serde_json::from_str(
+        &k.ok(
+            &["get", "deployment", "web", "-n", "demo", "-o", "json"],
+            None,
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        80
+    );
+
+    let out = k
+        .ok(
+            &[
+                "run",
+                "shell",
+                "-n",
+                "demo",
+                "--image=busybox:1.36",
+                "--",
+                "sleep",
+                "3600",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.trim(), "pod/shell created");
+    let p: serde_json::Value = serde_json::from_str(
+        &k.ok(&["get", "pod", "shell", "-n", "demo", "-o", "json"], None)
+            .await,
+    )
+    .unwrap();
+    assert_eq!(
+        p["spec"]["containers"][0]["args"],
+        serde_json::json!(["sleep", "3600"])
+    );
+    assert_eq!(p["metadata"]["labels"]["run"], "shell");
+
+    // The pods of the deployment come up as usual.
+    common::eventually(
+        "the deployment's pods ready",
+        std::time::Duration::from_secs(20),
+        || {
+            let k = &k;
+            async move {
+                let d = k
+                    .ok(
+                        &["get", "deployment", "web", "-n", "demo", "-o", "json"],
+                        None,
+                    )
+                    .await;
+                let d: serde_json::Value = serde_json::from_str(&d).ok()?;
+                (d["status"]["readyReplicas"] == 2).then_some(())
+            }
+        },
+    )
+    .await;
+}
