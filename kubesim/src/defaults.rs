@@ -258,6 +258,14 @@ pub(crate) fn initial_status(def: &ResourceDef, o: &Value) -> Option<Value> {
         ("", "persistentvolumeclaims") => json!({"phase": "Pending"}),
         ("", "persistentvolumes") => json!({"phase": "Pending"}),
         ("", "services") => json!({"loadBalancer": {}}),
+        // The status fields the Go types write even when zero (no omitempty): strict clients require them.
+        ("apps", "statefulsets") => json!({"replicas": 0, "availableReplicas": 0}),
+        ("apps", "replicasets") | ("", "replicationcontrollers") => json!({"replicas": 0}),
+        ("apps", "daemonsets") => json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+            "desiredNumberScheduled": 0, "numberReady": 0}),
+        ("policy", "poddisruptionbudgets") => json!({"disruptionsAllowed": 0, "currentHealthy": 0,
+            "desiredHealthy": 0, "expectedPods": 0}),
+        ("autoscaling", "horizontalpodautoscalers") => json!({"desiredReplicas": 0}),
         _ => json!({}),
     })
 }
@@ -270,6 +278,22 @@ mod tests {
     fn def(group: &str, plural: &str) -> ResourceDef {
         let r = Registry::with_builtins();
         (**r.get(&(group.into(), plural.into())).unwrap()).clone()
+    }
+
+    #[test]
+    fn required_zero_status_fields_are_there_from_the_start() {
+        let st = |g: &str, p: &str| initial_status(&def(g, p), &json!({})).unwrap();
+        assert_eq!(
+            st("apps", "statefulsets"),
+            json!({"replicas": 0, "availableReplicas": 0})
+        );
+        assert_eq!(st("apps", "replicasets"), json!({"replicas": 0}));
+        assert_eq!(st("apps", "daemonsets")["numberMisscheduled"], 0);
+        assert_eq!(
+            st("policy", "poddisruptionbudgets")["disruptionsAllowed"],
+            0
+        );
+        assert_eq!(st("apps", "deployments"), json!({}));
     }
 
     #[test]

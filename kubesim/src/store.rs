@@ -211,6 +211,21 @@ impl Store {
                 },
             );
         }
+        // The API server's own Service, as kube-apiserver keeps it in `default`.
+        let svc_def = g.def("", "services");
+        let _ = g.create(
+            &svc_def,
+            Some("default"),
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "namespace": "default",
+                    "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "sessionAffinity": "None",
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}),
+            &WriteOpts {
+                manager: "kube-apiserver".into(),
+                ..Default::default()
+            },
+        );
         let node_def = g.def("", "nodes");
         let _ = g.create(
             &node_def,

@@ -29,6 +29,11 @@ fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
     }
 }
 
+/// Lists without the `kube-root-ca.crt` ConfigMap every namespace holds, as in a real cluster.
+fn ours() -> ListParams {
+    ListParams::default().fields("metadata.name!=kube-root-ca.crt")
+}
+
 fn api_err(e: kube::Error) -> ErrorResponse {
     match e {
         kube::Error::Api(s) => *s,
@@ -98,7 +103,7 @@ async fn crud_round_trip() {
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
     assert!(e.message.contains("the object has been modified"));
 
-    let list = api.list(&ListParams::default()).await.unwrap();
+    let list = api.list(&ours()).await.unwrap();
     assert_eq!(list.items.len(), 1);
     let list_rv: u64 = list.metadata.resource_version.unwrap().parse().unwrap();
     assert!(list_rv >= rv2);
@@ -548,7 +553,7 @@ async fn garbage_collection_background() {
         "the owner goes at once"
     );
     common::eventually("dependents collected", Duration::from_secs(5), || async {
-        let left = api.list(&ListParams::default()).await.unwrap().items.len();
+        let left = api.list(&ours()).await.unwrap().items.len();
         (left == 0).then_some(())
     })
     .await;
@@ -708,10 +713,11 @@ async fn pagination_and_selectors() {
         c.metadata.labels = Some(BTreeMap::from([("env".to_string(), env.to_string())]));
         api.create(&PostParams::default(), &c).await.unwrap();
     }
+    // 26 with the namespace's kube-root-ca.crt; remainingItemCount is only given without selectors.
     let first = api.list(&ListParams::default().limit(10)).await.unwrap();
     assert_eq!(first.items.len(), 10);
     let tok = first.metadata.continue_.clone().expect("a continue token");
-    assert_eq!(first.metadata.remaining_item_count, Some(15));
+    assert_eq!(first.metadata.remaining_item_count, Some(16));
     // Pages are one snapshot: a write between pages does not show up.
     api.create(&PostParams::default(), &cm("zz-late", &[]))
         .await
@@ -734,33 +740,27 @@ async fn pagination_and_selectors() {
         names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
         cont = page.metadata.continue_.filter(|c| !c.is_empty());
     }
-    assert_eq!(names.len(), 25);
+    assert_eq!(names.len(), 26);
+    assert!(names.contains(&"kube-root-ca.crt".to_string()));
     assert!(!names.contains(&"zz-late".to_string()));
 
     let sel = api
-        .list(&ListParams::default().labels("env in (dev,sandbox)"))
+        .list(&ours().labels("env in (dev,sandbox)"))
         .await
         .unwrap();
     assert_eq!(sel.items.len(), 17);
-    let neg = api
-        .list(&ListParams::default().labels("env!=prod"))
-        .await
-        .unwrap();
+    let neg = api.list(&ours().labels("env!=prod")).await.unwrap();
     assert_eq!(
         neg.items.len(),
         18,
         "!= matches objects without the label too"
     );
     let by_name = api
-        .list(&ListParams::default().fields("metadata.name=cm-07"))
+        .list(&ours().fields("metadata.name=cm-07"))
         .await
         .unwrap();
     assert_eq!(by_name.items.len(), 1);
-    let e = api_err(
-        api.list(&ListParams::default().labels("env in ("))
-            .await
-            .unwrap_err(),
-    );
+    let e = api_err(api.list(&ours().labels("env in (")).await.unwrap_err());
     assert_eq!(e.code, 400);
     s.sim.shutdown().await;
 }
@@ -822,16 +822,13 @@ async fn delete_collection_by_label() {
         api.create(&PostParams::default(), &c).await.unwrap();
     }
     let out = api
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels("grp=x"),
-        )
+        .delete_collection(&DeleteParams::default(), &ours().labels("grp=x"))
         .await
         .unwrap();
     let deleted = out.left().expect("a list of deleted objects");
     assert_eq!(deleted.items.len(), 2);
     let left: Vec<_> = api
-        .list(&ListParams::default())
+        .list(&ours())
         .await
         .unwrap()
         .items

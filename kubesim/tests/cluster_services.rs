@@ -848,10 +848,17 @@ async fn restart_with_data_file_keeps_every_object_and_a_reflector_recovers() {
     // A reflector on the old server, reconnecting with backoff while kubesim is down.
     let (reader, writer) = reflector::store::<ConfigMap>();
     let reflector_task = tokio::spawn(
-        reflector(writer, watcher(cms.clone(), watcher::Config::default()))
-            .default_backoff()
-            .applied_objects()
-            .for_each(|_| async {}),
+        // Without the namespace's kube-root-ca.crt, which its controller writes at its own pace.
+        reflector(
+            writer,
+            watcher(
+                cms.clone(),
+                watcher::Config::default().fields("metadata.name!=kube-root-ca.crt"),
+            ),
+        )
+        .default_backoff()
+        .applied_objects()
+        .for_each(|_| async {}),
     );
     tokio::time::timeout(Duration::from_secs(10), reader.wait_until_ready())
         .await

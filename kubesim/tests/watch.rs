@@ -298,7 +298,10 @@ async fn watch_list_metadata_only() {
     api.create(&PostParams::default(), &cm("m", &[("k", "v")]))
         .await
         .unwrap();
-    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    let list = api
+        .list_metadata(&ListParams::default().labels("k=v"))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].metadata.labels.as_ref().unwrap()["k"], "v");
     let got = api.get_metadata("m").await.unwrap();

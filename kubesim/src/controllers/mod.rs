@@ -15,6 +15,7 @@ mod deployment;
 mod disruption;
 mod job;
 mod kubelet;
+mod namespace;
 mod podfaults;
 mod schedule;
 mod statefulset;
@@ -63,6 +64,15 @@ pub(crate) fn spawn(store: Arc<Store>, shutdown: watch::Receiver<bool>, opts: &c
         )
     };
     let cms = store.lock().def("", "configmaps");
+    let (namespaces, service_accounts) = {
+        let g = store.lock();
+        (g.def("", "namespaces"), g.def("", "serviceaccounts"))
+    };
+    run_in_task(
+        &store,
+        &shutdown,
+        namespace::NamespaceController::new(namespaces, service_accounts, cms.clone()),
+    );
     run_in_task(
         &store,
         &shutdown,
