@@ -27,6 +27,7 @@ mod meta;
 mod metrics_api;
 mod patch;
 mod persist;
+mod podlog;
 mod protobuf;
 mod registry;
 mod reviews;

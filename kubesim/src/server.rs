@@ -291,7 +291,9 @@ fn route_resource(
         return Err(ApiError::no_route(path));
     }
     if let Some(s) = &sub {
-        let ok = (s == "status" && def.status) || (s == "scale" && def.scale.is_some());
+        let ok = (s == "status" && def.status)
+            || (s == "scale" && def.scale.is_some())
+            || (s == "log" && def.group.is_empty() && def.plural == "pods");
         if !ok {
             return Err(ApiError::no_route(path));
         }
@@ -771,6 +773,28 @@ async fn resource(
             "the server does not allow this method on the requested resource",
         )),
         (_, Some(_), Some("scale")) => crate::scale::handle(ctx, req, &t, &q).await,
+        (&Method::GET, Some(name), Some("log")) => {
+            let pod = ctx.store.lock().get(&t.def, &ns, name)?;
+            let flag = |k: &str| q.get(k) == Some("true");
+            let tail = match q.get("tailLines") {
+                None | Some("") => None,
+                Some(n) => Some(
+                    n.parse::<usize>()
+                        .map_err(|_| ApiError::bad_request(format!("invalid tailLines {n:?}")))?,
+                ),
+            };
+            let text = crate::podlog::log(
+                &pod,
+                q.get("container"),
+                flag("previous"),
+                flag("timestamps"),
+                tail,
+            )?;
+            Ok(json_bytes(200, text.into_bytes(), "text/plain"))
+        }
+        (_, Some(_), Some("log")) => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        )),
         (&Method::GET, Some(name), _) => {
             let obj = ctx.store.lock().get(&t.def, &ns, name)?;
             Ok(json_response(

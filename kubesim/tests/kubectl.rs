@@ -612,4 +612,70 @@ async fn kubectl_generators_send_protobuf_and_are_understood() {
         },
     )
     .await;
+
+    // What happened, as kubectl tells it: Events from the scheduler, the kubelet and the controllers.
+    common::eventually(
+        "the shell pod started",
+        std::time::Duration::from_secs(20),
+        || {
+            let k = &k;
+            async move {
+                let p = k
+                    .ok(&["get", "pod", "shell", "-n", "demo", "-o", "json"], None)
+                    .await;
+                let p: serde_json::Value = serde_json::from_str(&p).ok()?;
+                (p["status"]["phase"] == "Running").then_some(())
+            }
+        },
+    )
+    .await;
+    let events = k.ok(&["events", "-n", "demo"], None).await;
+    for want in [
+        "Scheduled",
+        "Successfully assigned demo/shell to kubesim-node",
+        "Pulling",
+        "Started container shell",
+        "ScalingReplicaSet",
+        "SuccessfulCreate",
+    ] {
+        assert!(events.contains(want), "{want} missing from:\n{events}");
+    }
+    let described = k
+        .ok(&["describe", "pod", "shell", "-n", "demo"], None)
+        .await;
+    let tail = described
+        .split("Events:")
+        .nth(1)
+        .expect("an Events section");
+    assert!(
+        tail.contains("Scheduled") && tail.contains("Created container: shell"),
+        "{described}"
+    );
+    let modern = k
+        .ok(
+            &["get", "events.events.k8s.io", "-n", "demo", "-o", "json"],
+            None,
+        )
+        .await;
+    assert!(
+        modern.contains("\"reportingController\": \"kubelet\""),
+        "{modern}"
+    );
+
+    // And what the container said.
+    let logs = k.ok(&["logs", "shell", "-n", "demo"], None).await;
+    assert_eq!(
+        logs,
+        "kubesim: container shell started (image docker.io/library/busybox:1.36)\nkubesim: container shell is ready\n"
+    );
+    let stamped = k
+        .ok(
+            &["logs", "shell", "-n", "demo", "--timestamps", "--tail=1"],
+            None,
+        )
+        .await;
+    assert!(
+        stamped.ends_with("Z kubesim: container shell is ready\n"),
+        "{stamped}"
+    );
 }

@@ -100,7 +100,11 @@ impl DeploymentController {
             .or_insert_with(|| json!({}));
         ann[DESIRED_ANNOTATION] = json!(size.replicas.to_string());
         ann[MAX_ANNOTATION] = json!((size.replicas + size.surge).to_string());
-        update(g, &self.replicasets, new, CONTROLLER_MANAGER).is_some()
+        let done = update(g, &self.replicasets, new, CONTROLLER_MANAGER).is_some();
+        if done {
+            super::events::scaled(g, rs, spec_replicas(rs), replicas);
+        }
+        done
     }
 
     /// Creates the ReplicaSet for the Deployment's current template.
@@ -156,6 +160,7 @@ impl DeploymentController {
             ) {
                 Ok(o) => {
                     self.rs_index.record(&o, false);
+                    super::events::scaled(g, &o, 0, spec_replicas(&o));
                     return Some(o);
                 }
                 Err(e) if e.code == 409 => {

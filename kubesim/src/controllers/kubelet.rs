@@ -26,6 +26,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::events::{self, Kind, Occurrence};
 use super::podfaults::{Matched, PodFaults};
 use super::{
     Controller, WorkQueue, condition_json, controller_ref, delete, hex64, is_of, is_terminal,
@@ -190,8 +191,24 @@ impl Kubelet {
                     &now,
                 );
                 c["lastProbeTime"] = Value::Null;
+                let told = pod
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| cs.iter().any(|x| x.get("message") == c.get("message")));
                 status["conditions"] = json!([c]);
                 write_status(g, &self.pods, pod, status, SCHEDULER);
+                if !told {
+                    events::record(
+                        g,
+                        pod,
+                        Occurrence {
+                            kind: Kind::Warning,
+                            reason: "FailedScheduling",
+                            message: msg,
+                            component: DEFAULT_SCHEDULER,
+                        },
+                    );
+                }
                 return Err(Some(UNSCHEDULABLE_RETRY));
             }
         }
@@ -200,6 +217,20 @@ impl Kubelet {
         let Some(bound) = update(g, &self.pods, bound, SCHEDULER) else {
             return Err(Some(super::RETRY_AFTER_ERROR));
         };
+        events::record(
+            g,
+            &bound,
+            Occurrence {
+                kind: Kind::Normal,
+                reason: "Scheduled",
+                message: format!(
+                    "Successfully assigned {}/{} to {NODE_NAME}",
+                    meta::namespace(&bound),
+                    meta::name(&bound)
+                ),
+                component: DEFAULT_SCHEDULER,
+            },
+        );
         // Upstream's binding sets PodScheduled in the same step; here it is the scheduler's status write.
         let mut status = bound.get("status").cloned().unwrap_or_else(|| json!({}));
         let mut c = condition_json(Some(&status), "PodScheduled", true, "", "", &meta::now());
@@ -316,9 +347,11 @@ impl Controller for Kubelet {
         let wall = meta::now();
         let (stage, wake) = rt.advance(&pod, matched, now, &wall, &timing);
         let status = pod_status(&pod, rt, stage, &wall);
-        if !write_status(g, &self.pods, &pod, status, KUBELET) {
+        let before = pod.get("status").cloned().unwrap_or(Value::Null);
+        if !write_status(g, &self.pods, &pod, status.clone(), KUBELET) {
             return Some(super::RETRY_AFTER_ERROR);
         }
+        container_events(g, &pod, &before, &status);
         wake.map(|at| at.saturating_duration_since(now))
     }
 }
@@ -461,6 +494,90 @@ impl PodRuntime {
             },
             None,
         )
+    }
+}
+
+/// The Events a kubelet records as a pod's containers move: pulling, pulled, created, started, and the
+/// failures (image pulls, crash loops), each once per change of a container's state.
+fn container_events(g: &mut Inner, pod: &Value, before: &Value, after: &Value) {
+    let statuses = |s: &Value| -> Vec<Value> {
+        ["initContainerStatuses", "containerStatuses"]
+            .iter()
+            .filter_map(|k| s.get(*k).and_then(Value::as_array))
+            .flatten()
+            .cloned()
+            .collect()
+    };
+    let old = statuses(before);
+    let waiting = |c: &Value| str_at(c, "/state/waiting/reason").to_string();
+    let running = |c: &Value| c.pointer("/state/running").is_some();
+    for c in statuses(after) {
+        let name = str_at(&c, "/name").to_string();
+        let image = str_at(&c, "/image").to_string();
+        let prev = old.iter().find(|o| str_at(o, "/name") == name);
+        let mut say = |kind: Kind, reason: &'static str, message: String| {
+            events::record(
+                g,
+                pod,
+                Occurrence {
+                    kind,
+                    reason,
+                    message,
+                    component: KUBELET,
+                },
+            );
+        };
+        let was_waiting = prev.map(waiting).unwrap_or_default();
+        let now_waiting = waiting(&c);
+        if now_waiting != was_waiting {
+            match now_waiting.as_str() {
+                "ContainerCreating" => say(
+                    Kind::Normal,
+                    "Pulling",
+                    format!("Pulling image \"{image}\""),
+                ),
+                "ErrImagePull" => say(
+                    Kind::Warning,
+                    "Failed",
+                    format!(
+                        "Failed to pull image \"{image}\": {}",
+                        str_at(&c, "/state/waiting/message")
+                    ),
+                ),
+                "ImagePullBackOff" => say(
+                    Kind::Warning,
+                    "BackOff",
+                    format!("Back-off pulling image \"{image}\""),
+                ),
+                "CrashLoopBackOff" => say(
+                    Kind::Warning,
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {name} in pod {}_{}({})",
+                        meta::name(pod),
+                        meta::namespace(pod),
+                        meta::uid(pod)
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        if running(&c) && !prev.is_some_and(running) {
+            let restarted = prev.is_some_and(|p| p.get("restartCount") != c.get("restartCount"));
+            if !restarted {
+                say(
+                    Kind::Normal,
+                    "Pulled",
+                    format!("Successfully pulled image \"{image}\""),
+                );
+            }
+            say(
+                Kind::Normal,
+                "Created",
+                format!("Created container: {name}"),
+            );
+            say(Kind::Normal, "Started", format!("Started container {name}"));
+        }
     }
 }
 

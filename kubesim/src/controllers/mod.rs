@@ -13,6 +13,7 @@
 mod cronjob;
 mod deployment;
 mod disruption;
+pub(crate) mod events;
 mod job;
 mod kubelet;
 mod namespace;
@@ -480,7 +481,10 @@ pub(crate) fn create(
 ) -> Option<Arc<Value>> {
     let ns_opt = def.namespaced.then_some(ns);
     match g.create(def, ns_opt, body, &write_opts(manager)) {
-        Ok(o) => Some(o),
+        Ok(o) => {
+            events::child_changed(g, &o, true);
+            Some(o)
+        }
         Err(e) => {
             tracing::debug!(manager, resource = %def.plural, error = %e.message, "create failed");
             None
@@ -545,7 +549,10 @@ pub(crate) fn delete(
         ..Default::default()
     };
     match g.delete(def, &ns, &name, &d) {
-        Ok(_) => true,
+        Ok(_) => {
+            events::child_changed(g, obj, false);
+            true
+        }
         Err(e) => {
             if e.code != 404 {
                 tracing::debug!(resource = %def.plural, name, error = %e.message, "delete failed");

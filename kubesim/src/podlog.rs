@@ -1,0 +1,196 @@
+//! `GET pods/{name}/log`: what a kwok-like kubelet can say about a container it only pretends to run. Each
+//! container's log is a few synthetic lines built from its status (started, ready, restarted, terminated), so
+//! `kubectl logs` answers as it would, and refuses as upstream does for a container that never started.
+//!
+//! Simplified: `follow` returns what there is and ends; `sinceSeconds`/`sinceTime`/`limitBytes` are ignored.
+
+use serde_json::Value;
+
+use crate::apierror::{ApiError, ApiResult};
+use crate::meta;
+
+fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The log text of one container of `pod`, as the query (`container`, `previous`, `timestamps`, `tailLines`)
+/// asks for it.
+pub(crate) fn log(
+    pod: &Value,
+    container: Option<&str>,
+    previous: bool,
+    timestamps: bool,
+    tail_lines: Option<usize>,
+) -> ApiResult<String> {
+    let name = meta::name(pod);
+    let spec_names: Vec<&str> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| pod.pointer(&format!("/spec/{k}")).and_then(Value::as_array))
+        .flatten()
+        .map(|c| str_at(c, "/name"))
+        .collect();
+    let regular: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| str_at(c, "/name"))
+        .collect();
+    let container = match container.filter(|c| !c.is_empty()) {
+        Some(c) => c,
+        None if regular.len() == 1 => regular[0],
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                regular.join(" ")
+            )));
+        }
+    };
+    if !spec_names.contains(&container) {
+        return Err(ApiError::bad_request(format!(
+            "container {container} is not valid for pod {name}"
+        )));
+    }
+    let status = ["initContainerStatuses", "containerStatuses"]
+        .iter()
+        .filter_map(|k| {
+            pod.pointer(&format!("/status/{k}"))
+                .and_then(Value::as_array)
+        })
+        .flatten()
+        .find(|c| str_at(c, "/name") == container);
+    let image = status.map(|c| str_at(c, "/image")).unwrap_or("");
+    let restarts = status
+        .and_then(|c| c.get("restartCount"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let mut lines: Vec<(String, String)> = Vec::new();
+    if previous {
+        let Some(last) = status.and_then(|c| c.pointer("/lastState/terminated")) else {
+            return Err(ApiError::bad_request(format!(
+                "previous terminated container \"{container}\" in pod \"{name}\" not found"
+            )));
+        };
+        lines.push((
+            str_at(last, "/startedAt").into(),
+            format!("kubesim: container {container} started (image {image})"),
+        ));
+        lines.push((
+            str_at(last, "/finishedAt").into(),
+            format!(
+                "kubesim: container {container} exited with code {} ({})",
+                last.get("exitCode").and_then(Value::as_i64).unwrap_or(0),
+                str_at(last, "/reason")
+            ),
+        ));
+    } else if let Some(running) = status.and_then(|c| c.pointer("/state/running")) {
+        let at = str_at(running, "/startedAt").to_string();
+        lines.push((
+            at.clone(),
+            format!("kubesim: container {container} started (image {image})"),
+        ));
+        if restarts > 0 {
+            lines.push((
+                at.clone(),
+                format!("kubesim: restart {restarts} after the container exited"),
+            ));
+        }
+        if status.and_then(|c| c.get("ready")).and_then(Value::as_bool) == Some(true) {
+            lines.push((at, format!("kubesim: container {container} is ready")));
+        }
+    } else if let Some(done) = status.and_then(|c| c.pointer("/state/terminated")) {
+        lines.push((
+            str_at(done, "/startedAt").into(),
+            format!("kubesim: container {container} started (image {image})"),
+        ));
+        lines.push((
+            str_at(done, "/finishedAt").into(),
+            format!(
+                "kubesim: container {container} exited with code {} ({})",
+                done.get("exitCode").and_then(Value::as_i64).unwrap_or(0),
+                str_at(done, "/reason")
+            ),
+        ));
+    } else {
+        let reason = status
+            .map(|c| str_at(c, "/state/waiting/reason"))
+            .filter(|r| !r.is_empty())
+            .unwrap_or("ContainerCreating");
+        let why = if reason.contains("ImagePull") || reason == "ErrImagePull" {
+            "trying and failing to pull image".to_string()
+        } else {
+            reason.to_string()
+        };
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: {why}"
+        )));
+    }
+    if let Some(n) = tail_lines {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    Ok(lines
+        .into_iter()
+        .map(|(at, line)| {
+            if timestamps {
+                format!("{} {line}\n", at.replace('Z', ".000000000Z"))
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(statuses: Value) -> Value {
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "db"}, {"name": "sidecar"}]},
+            "status": {"containerStatuses": statuses}})
+    }
+
+    #[test]
+    fn a_running_container_tells_when_it_started_and_that_it_is_ready() {
+        let p = pod(
+            json!([{"name": "db", "image": "postgres:16", "ready": true, "restartCount": 0,
+            "state": {"running": {"startedAt": "2026-12-01T10:00:00Z"}}}]),
+        );
+        let text = log(&p, Some("db"), false, false, None).unwrap();
+        assert_eq!(
+            text,
+            "kubesim: container db started (image postgres:16)\nkubesim: container db is ready\n"
+        );
+        let stamped = log(&p, Some("db"), false, true, Some(1)).unwrap();
+        assert_eq!(
+            stamped,
+            "2026-12-01T10:00:00.000000000Z kubesim: container db is ready\n"
+        );
+    }
+
+    #[test]
+    fn refusals_read_as_upstream_s() {
+        let p = pod(
+            json!([{"name": "db", "image": "postgres:16", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]),
+        );
+        assert_eq!(
+            log(&p, None, false, false, None).unwrap_err().message,
+            "a container name must be specified for pod p, choose one of: [db sidecar]"
+        );
+        assert_eq!(
+            log(&p, Some("db"), false, false, None).unwrap_err().message,
+            "container \"db\" in pod \"p\" is waiting to start: trying and failing to pull image"
+        );
+        assert_eq!(
+            log(&p, Some("nope"), false, false, None).unwrap_err().code,
+            400
+        );
+        assert!(
+            log(&p, Some("db"), true, false, None)
+                .unwrap_err()
+                .message
+                .starts_with("previous terminated container")
+        );
+    }
+}
