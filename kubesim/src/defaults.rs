@@ -98,7 +98,23 @@ fn qos_class(spec: &Value) -> &'static str {
 }
 
 /// Spec defaults applied on every create and update.
+/// Removes explicit `null`s, as decoding into the Go types does for the built-in kinds: a stored object never
+/// says `"field": null`, so two writes of one template compare (and hash) equal however their nulls differ.
+fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, v| !v.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
 pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
+    if !def.from_crd {
+        strip_nulls(o);
+    }
     match (def.group.as_str(), def.plural.as_str()) {
         ("", "pods") => {
             if let Some(s) = o.get_mut("spec") {
@@ -278,6 +294,17 @@ mod tests {
     fn def(group: &str, plural: &str) -> ResourceDef {
         let r = Registry::with_builtins();
         (**r.get(&(group.into(), plural.into())).unwrap()).clone()
+    }
+
+    #[test]
+    fn nulls_are_dropped_from_built_in_kinds() {
+        let mut o = json!({"metadata": {"name": "x", "labels": null},
+            "data": {"a": "1"}, "spec": {"list": [{"k": null, "v": 1}]}});
+        apply_defaults(&def("", "configmaps"), &mut o);
+        assert_eq!(
+            o,
+            json!({"metadata": {"name": "x"}, "data": {"a": "1"}, "spec": {"list": [{"v": 1}]}})
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! `generated.proto` files (vendored under `kubesim/proto/`, compiled by protox at the first protobuf request) by
 //! prost-reflect, and turned into the JSON the store keeps, following the Go types' JSON forms where they differ
 //! from the messages (times, quantities, int-or-strings, raw extensions, and zero values Go writes to the wire
-//! but omits from JSON). Responses stay JSON, which every client that asks for protobuf also accepts.
+//! but omits from JSON: without that, a template sent as protobuf and the same template sent as JSON would hash
+//! differently, and `kubectl rollout undo` would make a new ReplicaSet instead of reusing the old one). Responses stay JSON, which every client that asks for protobuf also accepts.
 
 use std::sync::OnceLock;
 
@@ -193,6 +194,28 @@ const ZERO_MEANINGFUL: &[&str] = &[
     "start",
 ];
 
+/// Boolean fields that are pointers in the Go types, where `false` is a value (the others are omitted when
+/// false, as Go's JSON omits them).
+const FALSE_MEANINGFUL: &[&str] = &[
+    "automountServiceAccountToken",
+    "enableServiceLinks",
+    "readOnlyRootFilesystem",
+    "runAsNonRoot",
+    "privileged",
+    "allowPrivilegeEscalation",
+    "suspend",
+    "optional",
+    "immutable",
+    "controller",
+    "blockOwnerDeletion",
+    "shareProcessNamespace",
+    "hostUsers",
+    "setHostnameAsFQDN",
+    "allocateLoadBalancerNodePorts",
+    "manualSelector",
+    "publishNotReadyAddresses",
+];
+
 /// A message in its JSON form.
 fn to_json(msg: &DynamicMessage) -> Value {
     let desc = msg.descriptor();
@@ -243,7 +266,12 @@ fn to_json(msg: &DynamicMessage) -> Value {
             }
             other => {
                 let v = value(other);
-                if is_zero(&v) && !ZERO_MEANINGFUL.contains(&f.name()) {
+                let kept = match v {
+                    Value::Bool(false) => FALSE_MEANINGFUL.contains(&f.name()),
+                    ref v if is_zero(v) => ZERO_MEANINGFUL.contains(&f.name()),
+                    _ => true,
+                };
+                if !kept {
                     continue;
                 }
                 v
@@ -254,7 +282,7 @@ fn to_json(msg: &DynamicMessage) -> Value {
     Value::Object(out)
 }
 
-/// Zero scalars (what Go's JSON omits) and zero times (`null` in Go's JSON).
+/// Zero numbers and empty strings (what Go's JSON omits) and zero times (`null` in Go's JSON).
 fn is_zero(v: &Value) -> bool {
     match v {
         Value::Null => true,
@@ -418,10 +446,18 @@ mod tests {
         secret.set_field_by_name("data", Pb::Map(data));
         assert_eq!(to_json(&secret), json!({"data": {"password": "czNjcmV0"}}));
 
-        // A replica count of 0 is a value, not "unset".
+        // A replica count of 0 is a value, not "unset"; a non-pointer false is "unset".
         let mut spec = msg("k8s.io.api.apps.v1.DeploymentSpec");
         spec.set_field_by_name("replicas", Pb::I32(0));
+        spec.set_field_by_name("paused", Pb::Bool(false));
         assert_eq!(to_json(&spec), json!({"replicas": 0}));
+        let mut pod = msg("k8s.io.api.core.v1.PodSpec");
+        pod.set_field_by_name("hostNetwork", Pb::Bool(false));
+        pod.set_field_by_name("automountServiceAccountToken", Pb::Bool(false));
+        assert_eq!(
+            to_json(&pod),
+            json!({"automountServiceAccountToken": false})
+        );
         assert_eq!(go_duration(3_723_000_000_000), "1h2m3s");
     }
 

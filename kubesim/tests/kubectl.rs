@@ -679,3 +679,91 @@ async fn kubectl_generators_send_protobuf_and_are_understood() {
         "{stamped}"
     );
 }
+
+#[tokio::test]
+async fn kubectl_rollout_history_and_undo_reuse_the_old_replicaset() {
+    let s = common::start().await;
+    let k = Kubectl::new(&s.sim);
+    k.ok(&["create", "deployment", "web", "--image=nginx:1.27"], None)
+        .await;
+    k.ok(
+        &[
+            "annotate",
+            "deployment",
+            "web",
+            "kubernetes.io/change-cause=first release",
+        ],
+        None,
+    )
+    .await;
+    let rs_count = || async {
+        let out = k.ok(&["get", "rs", "-o", "name"], None).await;
+        out.lines()
+            .filter(|l| l.starts_with("replicaset.apps/web-"))
+            .count()
+    };
+    common::eventually(
+        "the first change-cause on its ReplicaSet",
+        Duration::from_secs(10),
+        || async {
+            let h = k.ok(&["rollout", "history", "deployment/web"], None).await;
+            h.contains("first release").then_some(())
+        },
+    )
+    .await;
+    k.ok(
+        &["set", "image", "deployment/web", "nginx=nginx:1.28"],
+        None,
+    )
+    .await;
+    k.ok(
+        &[
+            "annotate",
+            "--overwrite",
+            "deployment",
+            "web",
+            "kubernetes.io/change-cause=second release",
+        ],
+        None,
+    )
+    .await;
+    let history = common::eventually("two revisions", Duration::from_secs(10), || async {
+        let h = k.ok(&["rollout", "history", "deployment/web"], None).await;
+        (h.contains("second release") && h.contains("first release")).then_some(h)
+    })
+    .await;
+    let rows: Vec<&str> = history
+        .lines()
+        .filter(|l| l.starts_with(['1', '2']))
+        .collect();
+    assert_eq!(rows.len(), 2, "{history}");
+    assert_eq!(rs_count().await, 2);
+
+    // Undo goes back to revision 1's template, so its ReplicaSet is reused as revision 3: no third one.
+    let out = k.ok(&["rollout", "undo", "deployment/web"], None).await;
+    assert_eq!(out.trim(), "deployment.apps/web rolled back");
+    common::eventually(
+        "revision 3 is the first template",
+        Duration::from_secs(10),
+        || async {
+            let h = k.ok(&["rollout", "history", "deployment/web"], None).await;
+            let third = h.lines().find(|l| l.starts_with('3'))?.to_string();
+            third.contains("first release").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(rs_count().await, 2);
+    let image = k
+        .ok(
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(image, "nginx:1.27");
+}

@@ -46,6 +46,27 @@ fn revision(rs: &Value) -> i64 {
         .unwrap_or(0)
 }
 
+/// The Deployment's annotations its ReplicaSets carry (upstream's `copyDeploymentAnnotationsToReplicaSet`):
+/// all but the last applied configuration and the controller's own bookkeeping.
+fn copied_annotations(d: &Value) -> serde_json::Map<String, Value> {
+    const SKIPPED: &[&str] = &[
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION_ANNOTATION,
+        "deployment.kubernetes.io/revision-history",
+        DESIRED_ANNOTATION,
+        MAX_ANNOTATION,
+    ];
+    d.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !SKIPPED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `EqualIgnoreHash`: the ReplicaSet's template is the Deployment's, but for the hash label.
 fn same_template(rs: &Value, template: &Value) -> bool {
     let mut t = rs.pointer("/spec/template").cloned().unwrap_or(Value::Null);
@@ -134,15 +155,18 @@ impl DeploymentController {
             selector["matchLabels"][HASH_LABEL] = json!(hash);
             let mut l = labels(&template).cloned().unwrap_or_default();
             l.insert(HASH_LABEL.into(), json!(hash));
+            let mut annotations = copied_annotations(d);
+            annotations.insert(REVISION_ANNOTATION.into(), json!(rev.to_string()));
+            annotations.insert(DESIRED_ANNOTATION.into(), json!(size.replicas.to_string()));
+            annotations.insert(
+                MAX_ANNOTATION.into(),
+                json!((size.replicas + size.surge).to_string()),
+            );
             let rs = json!({
                 "apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "metadata": {
                     "name": rs_name, "namespace": ns, "labels": l,
-                    "annotations": {
-                        REVISION_ANNOTATION: rev.to_string(),
-                        DESIRED_ANNOTATION: size.replicas.to_string(),
-                        MAX_ANNOTATION: (size.replicas + size.surge).to_string(),
-                    },
+                    "annotations": annotations,
                     "ownerReferences": [new_controller_ref(d)],
                 },
                 "spec": {
@@ -280,13 +304,36 @@ impl Controller for DeploymentController {
         } else if let Some(rs) = &new_rs
             && revision(rs) <= max_old_rev
         {
-            // A rollback to an older template: its ReplicaSet becomes the newest revision.
+            // A rollback to an older template: its ReplicaSet becomes the newest revision, with the
+            // Deployment's annotations (its change-cause) as they are now.
             let mut bumped = (**rs).clone();
             let ann = meta::metadata_mut(&mut bumped)
                 .entry("annotations")
                 .or_insert_with(|| json!({}));
+            for (k, v) in copied_annotations(&d) {
+                ann[k.as_str()] = v;
+            }
             ann[REVISION_ANNOTATION] = json!((max_old_rev + 1).to_string());
             new_rs = update(g, &self.replicasets, bumped, CONTROLLER_MANAGER).or(new_rs);
+        } else if let Some(rs) = &new_rs {
+            // The Deployment's annotations follow to its current ReplicaSet (a change-cause set later).
+            let copied = copied_annotations(&d);
+            let current = rs
+                .pointer("/metadata/annotations")
+                .and_then(Value::as_object);
+            if copied
+                .iter()
+                .any(|(k, v)| current.and_then(|c| c.get(k)) != Some(v))
+            {
+                let mut refreshed = (**rs).clone();
+                let ann = meta::metadata_mut(&mut refreshed)
+                    .entry("annotations")
+                    .or_insert_with(|| json!({}));
+                for (k, v) in copied {
+                    ann[k.as_str()] = v;
+                }
+                new_rs = update(g, &self.replicasets, refreshed, CONTROLLER_MANAGER).or(new_rs);
+            }
         }
 
         if !paused && let Some(nrs) = new_rs.clone() {
