@@ -104,6 +104,13 @@ pub(crate) fn child_changed(g: &mut Inner, child: &Value, created: bool) {
         return;
     };
     let owner_kind = owner_ref.get("kind").and_then(Value::as_str).unwrap_or("");
+    if !matches!(
+        owner_kind,
+        "ReplicaSet" | "StatefulSet" | "Job" | "CronJob" | "DaemonSet" | "ReplicationController"
+    ) {
+        // Deployments report scaling instead (see `scaled`); EndpointSlices and the like are not announced.
+        return;
+    }
     let owner_name = owner_ref.get("name").and_then(Value::as_str).unwrap_or("");
     let child_kind = child.get("kind").and_then(Value::as_str).unwrap_or("");
     let child_name = meta::name(child);
@@ -114,7 +121,6 @@ pub(crate) fn child_changed(g: &mut Inner, child: &Value, created: bool) {
             "uid": owner_ref.get("uid").cloned().unwrap_or(Value::Null)},
     });
     let (reason, message) = match (owner_kind, created) {
-        ("Deployment", _) => return,
         ("StatefulSet", true) if child_kind == "PersistentVolumeClaim" => (
             "SuccessfulCreate",
             format!("create Claim {child_name} in StatefulSet {owner_name} success"),

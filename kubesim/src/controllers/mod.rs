@@ -13,6 +13,7 @@
 mod cronjob;
 mod deployment;
 mod disruption;
+mod endpoints;
 pub(crate) mod events;
 mod job;
 mod kubelet;
@@ -73,6 +74,19 @@ pub(crate) fn spawn(store: Arc<Store>, shutdown: watch::Receiver<bool>, opts: &c
         &store,
         &shutdown,
         namespace::NamespaceController::new(namespaces, service_accounts, cms.clone()),
+    );
+    let (services, endpoints, slices) = {
+        let g = store.lock();
+        (
+            g.def("", "services"),
+            g.def("", "endpoints"),
+            g.def("discovery.k8s.io", "endpointslices"),
+        )
+    };
+    run_in_task(
+        &store,
+        &shutdown,
+        endpoints::EndpointsController::new(services, pods.clone(), endpoints, slices),
     );
     run_in_task(
         &store,
