@@ -55,6 +55,92 @@ fn pod_spec(spec: &mut Value) {
     }
 }
 
+/// Where a pod's service account token, CA bundle and namespace are mounted.
+const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// What a real API server adds to a new pod (not to pod templates): the defaults of the Pod type
+/// (`enableServiceLinks`) and the admission plugins every cluster runs — ServiceAccount (`serviceAccountName`
+/// and the `kube-api-access-*` projected volume mounted in every container, unless automounting is off),
+/// Priority (`priority: 0`, `preemptionPolicy`) and DefaultTolerationSeconds (five minutes on not-ready and
+/// unreachable nodes).
+pub(crate) fn admit_pod(pod: &mut Value) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    default(spec, "enableServiceLinks", json!(true));
+    default(spec, "serviceAccountName", json!("default"));
+    let sa = spec["serviceAccountName"].clone();
+    default(spec, "serviceAccount", sa);
+    default(spec, "priority", json!(0));
+    default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    if let Some(list) = tolerations.as_array_mut() {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
+            if !list
+                .iter()
+                .any(|t| t.get("key").and_then(Value::as_str) == Some(key))
+            {
+                list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            }
+        }
+    }
+    if spec
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        == Some(false)
+    {
+        return;
+    }
+    let mounted = |c: &Value| {
+        c.get("volumeMounts")
+            .and_then(Value::as_array)
+            .is_some_and(|m| {
+                m.iter().any(|v| {
+                    v.get("mountPath").and_then(Value::as_str) == Some(SERVICE_ACCOUNT_MOUNT)
+                })
+            })
+    };
+    let suffix: String = {
+        use rand::Rng as _;
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut rng = rand::rng();
+        (0..5)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
+    };
+    let volume = format!("kube-api-access-{suffix}");
+    let mut used = false;
+    for list in ["initContainers", "containers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut() {
+                if mounted(c) {
+                    continue;
+                }
+                if let Some(m) = c.as_object_mut() {
+                    let mounts = m.entry("volumeMounts").or_insert_with(|| json!([]));
+                    if let Some(a) = mounts.as_array_mut() {
+                        a.push(json!({"name": volume, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT}));
+                        used = true;
+                    }
+                }
+            }
+        }
+    }
+    if used {
+        let volumes = spec.entry("volumes").or_insert_with(|| json!([]));
+        if let Some(a) = volumes.as_array_mut() {
+            a.push(json!({"name": volume, "projected": {"defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+            ]}}));
+        }
+    }
+}
+
 fn template(spec: &mut Map<String, Value>) {
     if let Some(t) = spec.get_mut("template")
         && let Some(ps) = t.get_mut("spec")
@@ -294,6 +380,45 @@ mod tests {
     fn def(group: &str, plural: &str) -> ResourceDef {
         let r = Registry::with_builtins();
         (**r.get(&(group.into(), plural.into())).unwrap()).clone()
+    }
+
+    #[test]
+    fn new_pods_get_what_admission_adds() {
+        let mut p = json!({"spec": {"containers": [{"name": "a", "image": "x:1"},
+            {"name": "b", "image": "x:1", "volumeMounts": [{"name": "own", "mountPath": SERVICE_ACCOUNT_MOUNT}]}]}});
+        admit_pod(&mut p);
+        let s = &p["spec"];
+        assert_eq!(
+            (
+                s["serviceAccountName"].as_str(),
+                s["enableServiceLinks"].as_bool()
+            ),
+            (Some("default"), Some(true))
+        );
+        assert_eq!(
+            (
+                s["priority"].as_i64(),
+                s["tolerations"].as_array().unwrap().len()
+            ),
+            (Some(0), 2)
+        );
+        let volume = s["volumes"][0]["name"].as_str().unwrap();
+        assert!(
+            volume.starts_with("kube-api-access-") && volume.len() == 21,
+            "{volume}"
+        );
+        assert_eq!(s["containers"][0]["volumeMounts"][0]["name"], volume);
+        // A container that mounts the path itself keeps its own mount.
+        assert_eq!(
+            s["containers"][1]["volumeMounts"].as_array().unwrap().len(),
+            1
+        );
+
+        let mut off = json!({"spec": {"automountServiceAccountToken": false, "serviceAccountName": "db",
+            "containers": [{"name": "a", "image": "x:1"}]}});
+        admit_pod(&mut off);
+        assert!(off["spec"].get("volumes").is_none());
+        assert_eq!(off["spec"]["serviceAccount"], "db");
     }
 
     #[test]

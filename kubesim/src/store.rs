@@ -588,6 +588,9 @@ impl Inner {
             body["status"] = st;
         }
         defaults::apply_defaults(def, &mut body);
+        if def.group.is_empty() && def.plural == "pods" {
+            defaults::admit_pod(&mut body);
+        }
         self.kind_hooks_on_write(def, None, &mut body, &now)?;
         validate::validate_object(def, &name, &body)?;
         validate::validate_metadata(def, &name, &body)?;

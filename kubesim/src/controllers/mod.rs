@@ -11,6 +11,7 @@
 //! layer, and they never poll: a key is reconciled when an event names it or when a timer it asked for fires.
 
 mod cronjob;
+mod daemonset;
 mod deployment;
 mod disruption;
 mod endpoints;
@@ -87,6 +88,12 @@ pub(crate) fn spawn(store: Arc<Store>, shutdown: watch::Receiver<bool>, opts: &c
         &store,
         &shutdown,
         endpoints::EndpointsController::new(services, pods.clone(), endpoints, slices),
+    );
+    let daemonsets = store.lock().def("apps", "daemonsets");
+    run_in_task(
+        &store,
+        &shutdown,
+        daemonset::DaemonSetController::new(daemonsets, pods.clone()),
     );
     run_in_task(
         &store,
