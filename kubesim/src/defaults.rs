@@ -21,6 +21,11 @@ fn default(m: &mut Map<String, Value>, key: &str, val: Value) {
     }
 }
 
+/// The object under `key` of `m`, if it is one.
+fn obj_at<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    m.get_mut(key).and_then(Value::as_object_mut)
+}
+
 /// Defaults every pod spec gets, in pods and in workload templates.
 fn pod_spec(spec: &mut Value) {
     let Some(s) = spec.as_object_mut() else {
@@ -45,6 +50,18 @@ fn pod_spec(spec: &mut Value) {
                 default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 default(c, "terminationMessagePolicy", json!("File"));
                 default(c, "resources", json!({}));
+                for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                    if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) {
+                        default(p, "timeoutSeconds", json!(1));
+                        default(p, "periodSeconds", json!(10));
+                        default(p, "successThreshold", json!(1));
+                        default(p, "failureThreshold", json!(3));
+                        if let Some(h) = p.get_mut("httpGet").and_then(Value::as_object_mut) {
+                            default(h, "path", json!("/"));
+                            default(h, "scheme", json!("HTTP"));
+                        }
+                    }
+                }
                 if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
                     for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                         default(p, "protocol", json!("TCP"));
@@ -216,6 +233,14 @@ pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
                     "updateStrategy",
                     json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
                 );
+                if let Some(u) = obj_at(s, "updateStrategy")
+                    && u.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                {
+                    let r = u.entry("rollingUpdate").or_insert_with(|| json!({}));
+                    if let Some(r) = r.as_object_mut() {
+                        default(r, "partition", json!(0));
+                    }
+                }
                 default(s, "revisionHistoryLimit", json!(10));
                 default(
                     s,
@@ -247,6 +272,15 @@ pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
                     "strategy",
                     json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
                 );
+                if let Some(st) = obj_at(s, "strategy")
+                    && st.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                {
+                    let r = st.entry("rollingUpdate").or_insert_with(|| json!({}));
+                    if let Some(r) = r.as_object_mut() {
+                        default(r, "maxSurge", json!("25%"));
+                        default(r, "maxUnavailable", json!("25%"));
+                    }
+                }
                 default(s, "revisionHistoryLimit", json!(10));
                 default(s, "progressDeadlineSeconds", json!(600));
                 template(s);
@@ -380,6 +414,36 @@ mod tests {
     fn def(group: &str, plural: &str) -> ResourceDef {
         let r = Registry::with_builtins();
         (**r.get(&(group.into(), plural.into())).unwrap()).clone()
+    }
+
+    #[test]
+    fn nested_defaults_fill_what_the_user_left_out() {
+        let mut d = json!({"spec": {"strategy": {"type": "RollingUpdate"},
+            "template": {"spec": {"containers": [{"name": "c", "image": "x:1",
+                "readinessProbe": {"httpGet": {"port": 80}}}]}}}});
+        apply_defaults(&def("apps", "deployments"), &mut d);
+        assert_eq!(
+            d["spec"]["strategy"]["rollingUpdate"],
+            json!({"maxSurge": "25%", "maxUnavailable": "25%"})
+        );
+        let probe = &d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"];
+        assert_eq!(
+            (
+                &probe["timeoutSeconds"],
+                &probe["periodSeconds"],
+                &probe["successThreshold"],
+                &probe["failureThreshold"]
+            ),
+            (&json!(1), &json!(10), &json!(1), &json!(3))
+        );
+        assert_eq!(
+            probe["httpGet"],
+            json!({"port": 80, "path": "/", "scheme": "HTTP"})
+        );
+        let mut s = json!({"spec": {"updateStrategy": {"type": "RollingUpdate"},
+            "template": {"spec": {"containers": [{"name": "c", "image": "x:1"}]}}}});
+        apply_defaults(&def("apps", "statefulsets"), &mut s);
+        assert_eq!(s["spec"]["updateStrategy"]["rollingUpdate"]["partition"], 0);
     }
 
     #[test]

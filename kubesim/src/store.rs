@@ -226,6 +226,21 @@ impl Store {
                 ..Default::default()
             },
         );
+        // And its Endpoints, which the API servers keep themselves (the Service has no selector).
+        let ep_def = g.def("", "endpoints");
+        let _ = g.create(
+            &ep_def,
+            Some("default"),
+            json!({"apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": "kubernetes", "namespace": "default",
+                    "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                "subsets": [{"addresses": [{"ip": "10.0.0.1"}],
+                    "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}]}),
+            &WriteOpts {
+                manager: "kube-apiserver".into(),
+                ..Default::default()
+            },
+        );
         let node_def = g.def("", "nodes");
         let _ = g.create(
             &node_def,

@@ -88,6 +88,10 @@ async fn the_api_server_has_its_service_and_workloads_start_with_zero_status() {
     let spec = k.spec.unwrap();
     assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.1"));
     assert_eq!(spec.ports.unwrap()[0].port, 443);
+    let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> =
+        Api::namespaced(s.client.clone(), "default");
+    let ep = serde_json::to_value(endpoints.get("kubernetes").await.unwrap()).unwrap();
+    assert_eq!(ep["subsets"][0]["ports"][0]["port"], 6443);
 
     let template = json!({"metadata": {"labels": {"app": "x"}},
         "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}});
