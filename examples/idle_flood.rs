@@ -38,11 +38,16 @@ fn summary(mut ms: Vec<f64>) -> String {
     )
 }
 
-/// Probes `/health` on a new connection every 100 ms until `stop`; latencies in ms (failures as infinity).
-async fn probe(url: String, stop: tokio_util::sync::CancellationToken) -> Vec<f64> {
+/// Probes `/health` on a new connection every 100 ms until `stop` or `max` probes; latencies in ms (failures
+/// as infinity).
+async fn probe(
+    url: String,
+    stop: tokio_util::sync::CancellationToken,
+    max: Option<usize>,
+) -> Vec<f64> {
     let mut out = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while !stop.is_cancelled() {
+    while !stop.is_cancelled() && max.is_none_or(|m| out.len() < m) {
         tick.tick().await;
         // A new client per probe: a kubelet probe opens a new connection every time.
         let client = reqwest::Client::builder()
@@ -58,6 +63,17 @@ async fn probe(url: String, stop: tokio_util::sync::CancellationToken) -> Vec<f6
         });
     }
     out
+}
+
+/// The broker's `broker_open_connections{listener="api"}`.
+async fn open_api_connections(metrics_url: &str) -> Option<f64> {
+    let text = reqwest::get(metrics_url).await.ok()?.text().await.ok()?;
+    text.lines()
+        .find(|l| l.starts_with("broker_open_connections") && l.contains("listener=\"api\""))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[tokio::main]
@@ -80,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         "--kubeconfig",
         &kubeconfig.display().to_string(),
         "--create-namespaces",
+        "--insecure-no-auth",
         "--install-crd",
         "--rate-limit-per-minute",
         "0",
@@ -91,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  rss before                 {:7.1} MiB", rss_mib());
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let prober = tokio::spawn(probe(url.clone(), stop.clone()));
+    let prober = tokio::spawn(probe(url.clone(), stop.clone(), None));
     let started = Instant::now();
     let mut idle = Vec::with_capacity(n);
     for _ in 0..n {
@@ -111,15 +128,11 @@ async fn main() -> anyhow::Result<()> {
     println!("  rss with them open         {:7.1} MiB", rss_mib());
     stop.cancel();
     println!("  /health during the flood   {}", summary(prober.await?));
-    let settled = probe(url.clone(), {
-        let t = tokio_util::sync::CancellationToken::new();
-        let c = t.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            c.cancel();
-        });
-        t
-    })
+    let settled = probe(
+        url.clone(),
+        tokio_util::sync::CancellationToken::new(),
+        Some(20),
+    )
     .await;
     println!("  /health with them open     {}", summary(settled));
     let kept = futures::future::join_all(idle.iter_mut().map(|s| async {
@@ -134,8 +147,13 @@ async fn main() -> anyhow::Result<()> {
     .count();
     println!("  still open at the broker   {kept} of {}", idle.len());
     drop(idle);
-    // Let the broker see every close before measuring again.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Measure again once the broker has seen every close (its gauge of open API connections is back near 0).
+    let metrics = format!("http://{}/metrics", broker.metrics_addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_api_connections(&metrics).await.is_none_or(|n| n > 1.0) && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     println!("  rss after closing them     {:7.1} MiB", rss_mib());
     broker.shutdown().await;
     sim.shutdown().await;

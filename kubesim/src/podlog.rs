@@ -7,11 +7,8 @@
 use serde_json::Value;
 
 use crate::apierror::{ApiError, ApiResult};
+use crate::controllers::str_at;
 use crate::meta;
-
-fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or("")
-}
 
 /// The log text of one container of `pod`, as the query (`container`, `previous`, `timestamps`, `tailLines`)
 /// asks for it.

@@ -92,6 +92,23 @@ fn target_port(port: &Value, pod: &Value) -> Option<i64> {
     }
 }
 
+/// A service port as it reaches `pod`: its resolved port, protocol and (when `name` is given) name.
+fn resolved_port(port: &Value, pod: &Value, name: Option<Value>) -> Option<Value> {
+    let mut out = json!({"port": target_port(port, pod)?,
+        "protocol": port.get("protocol").cloned().unwrap_or(json!("TCP"))});
+    if let Some(n) = name {
+        out["name"] = n;
+    }
+    Some(out)
+}
+
+/// A pod's hostname when it is published under the headless Service `service` (a StatefulSet pod).
+fn published_hostname<'a>(pod: &'a Value, service: &str, headless: bool) -> Option<&'a str> {
+    let hostname = str_at(pod, "/spec/hostname");
+    (headless && !hostname.is_empty() && str_at(pod, "/spec/subdomain") == service)
+        .then_some(hostname)
+}
+
 fn target_ref(pod: &Value) -> Value {
     json!({"kind": "Pod", "name": meta::name(pod), "namespace": meta::namespace(pod), "uid": meta::uid(pod)})
 }
@@ -192,18 +209,13 @@ impl Controller for EndpointsController {
             let resolved: Vec<Value> = ports
                 .iter()
                 .filter_map(|p| {
-                    let mut out = json!({"port": target_port(p, pod)?,
-                        "protocol": p.get("protocol").cloned().unwrap_or(json!("TCP"))});
-                    if let Some(n) = p.get("name").filter(|n| n.as_str() != Some("")) {
-                        out["name"] = n.clone();
-                    }
-                    Some(out)
+                    let name = p.get("name").filter(|n| n.as_str() != Some("")).cloned();
+                    resolved_port(p, pod, name)
                 })
                 .collect();
             let mut address = json!({"ip": str_at(pod, "/status/podIP"),
                 "nodeName": str_at(pod, "/spec/nodeName"), "targetRef": target_ref(pod)});
-            let hostname = str_at(pod, "/spec/hostname");
-            if headless && !hostname.is_empty() && str_at(pod, "/spec/subdomain") == name {
+            if let Some(hostname) = published_hostname(pod, name, headless) {
                 address["hostname"] = json!(hostname);
             }
             let at = match subsets.iter().position(|(p, _, _)| *p == resolved) {
@@ -261,11 +273,8 @@ impl Controller for EndpointsController {
         let slice_ports: Vec<Value> = ports
             .iter()
             .filter_map(|p| {
-                let first = pods.first()?;
-                let mut out = json!({"port": target_port(p, first)?,
-                    "protocol": p.get("protocol").cloned().unwrap_or(json!("TCP"))});
-                out["name"] = p.get("name").cloned().unwrap_or(json!(""));
-                Some(out)
+                let name = p.get("name").cloned().unwrap_or(json!(""));
+                resolved_port(p, pods.first()?, Some(name))
             })
             .collect();
         let endpoints: Vec<Value> = pods
@@ -275,8 +284,7 @@ impl Controller for EndpointsController {
                 let mut e = json!({"addresses": [str_at(pod, "/status/podIP")],
                     "conditions": {"ready": ready, "serving": is_ready(pod), "terminating": meta::is_deleting(pod)},
                     "nodeName": str_at(pod, "/spec/nodeName"), "targetRef": target_ref(pod)});
-                let hostname = str_at(pod, "/spec/hostname");
-                if headless && !hostname.is_empty() && str_at(pod, "/spec/subdomain") == name {
+                if let Some(hostname) = published_hostname(pod, name, headless) {
                     e["hostname"] = json!(hostname);
                 }
                 e
