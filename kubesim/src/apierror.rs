@@ -16,6 +16,8 @@ pub(crate) struct ApiError {
     pub details: Option<Value>,
     /// Seconds for `Retry-After` (429, 503).
     pub retry_after: Option<u64>,
+    /// `metadata.continue` of the Status: the token that resumes an expired paginated list inconsistently.
+    pub continue_token: Option<String>,
 }
 
 /// Shorthand used across the crate.
@@ -33,10 +35,11 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            continue_token: None,
         }
     }
 
-    fn with_details(mut self, d: Value) -> Self {
+    pub(crate) fn with_details(mut self, d: Value) -> Self {
         self.details = Some(d);
         self
     }
@@ -126,6 +129,11 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
+    /// 401 as upstream's authentication filter sends it for a token it does not know.
+    pub(crate) fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)
     }
@@ -197,10 +205,14 @@ impl ApiError {
 
     /// The `Status` body.
     pub(crate) fn to_status(&self) -> Value {
+        let metadata = match &self.continue_token {
+            Some(c) => json!({"continue": c}),
+            None => json!({}),
+        };
         let mut v = json!({
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": metadata,
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
@@ -210,5 +222,128 @@ impl ApiError {
             v["details"] = d.clone();
         }
         v
+    }
+}
+
+/// A `Status` object serialized as upstream's encoder writes it: fields in the Go struct's order (`kind`,
+/// `apiVersion`, `metadata`, `status`, `message`, `reason`, `details`, `code`), empty optional fields left out
+/// (`"group"` is absent for the core group), and a trailing newline.
+pub(crate) fn status_bytes(v: &Value) -> Vec<u8> {
+    fn ordered(
+        out: &mut String,
+        v: &Value,
+        keys: &[&str],
+        nested: &dyn Fn(&str, &Value, &mut String),
+    ) {
+        out.push('{');
+        let mut first = true;
+        for k in keys {
+            let Some(x) = v.get(*k) else { continue };
+            let empty = x.is_null()
+                || x.as_str().is_some_and(str::is_empty)
+                || x.as_array().is_some_and(Vec::is_empty)
+                || (x.as_i64() == Some(0) && *k != "code");
+            if empty && *k != "metadata" && *k != "details" {
+                continue;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(&Value::from(*k).to_string());
+            out.push(':');
+            nested(k, x, out);
+        }
+        out.push('}');
+    }
+    fn cause(_: &str, x: &Value, out: &mut String) {
+        out.push_str(&x.to_string());
+    }
+    fn details(k: &str, x: &Value, out: &mut String) {
+        if k == "causes" {
+            out.push('[');
+            for (i, c) in x.as_array().into_iter().flatten().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                ordered(out, c, &["reason", "message", "field"], &cause);
+            }
+            out.push(']');
+        } else {
+            out.push_str(&x.to_string());
+        }
+    }
+    fn top(k: &str, x: &Value, out: &mut String) {
+        if k == "details" {
+            ordered(
+                out,
+                x,
+                &[
+                    "name",
+                    "group",
+                    "kind",
+                    "uid",
+                    "causes",
+                    "retryAfterSeconds",
+                ],
+                &details,
+            );
+        } else {
+            out.push_str(&x.to_string());
+        }
+    }
+    let mut out = String::new();
+    ordered(
+        &mut out,
+        v,
+        &[
+            "kind",
+            "apiVersion",
+            "metadata",
+            "status",
+            "message",
+            "reason",
+            "details",
+            "code",
+        ],
+        &top,
+    );
+    out.push('\n');
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_bodies_keep_upstreams_field_order_and_omit_empty_fields() {
+        let e = ApiError::new(404, "NotFound", "pods \"x\" not found")
+            .with_details(json!({"name": "x", "group": "", "kind": "pods"}));
+        assert_eq!(
+            String::from_utf8(status_bytes(&e.to_status())).unwrap(),
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pods \\\"x\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"x\",\"kind\":\"pods\"},\"code\":404}\n"
+        );
+        let invalid = ApiError::invalid(
+            "Deployment",
+            "apps",
+            "web",
+            &[(
+                "spec.selector".into(),
+                "FieldValueInvalid",
+                "Invalid value: 1".into(),
+            )],
+        );
+        let body = String::from_utf8(status_bytes(&invalid.to_status())).unwrap();
+        assert!(
+            body.contains("\"details\":{\"name\":\"web\",\"group\":\"apps\",\"kind\":\"Deployment\",\"causes\":[{\"reason\":\"FieldValueInvalid\",\"message\":\"Invalid value: 1\",\"field\":\"spec.selector\"}]},\"code\":422}"),
+            "{body}"
+        );
+        let gone = ApiError::no_route("/api/v1/nope");
+        assert!(
+            String::from_utf8(status_bytes(&gone.to_status()))
+                .unwrap()
+                .contains("\"details\":{},\"code\":404}")
+        );
     }
 }

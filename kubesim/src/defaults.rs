@@ -214,6 +214,76 @@ fn strip_nulls(v: &mut Value) {
     }
 }
 
+/// What a kind's strategy sets on create only, once the object has its uid: a Job's generated selector and
+/// the labels it puts on the template (`batch.kubernetes.io/controller-uid`, `job-name` and their legacy
+/// forms), unless the Job asks for `manualSelector`.
+pub(crate) fn on_create(def: &ResourceDef, o: &mut Value) {
+    if !(def.group == "batch" && def.plural == "jobs") {
+        return;
+    }
+    if o.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let uid = crate::meta::uid(o).to_string();
+    let name = crate::meta::name(o).to_string();
+    let Some(spec) = obj(o, "spec") else { return };
+    if !spec.contains_key("selector") {
+        spec.insert(
+            "selector".into(),
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+        );
+    }
+    let Some(template) = obj_at(spec, "template") else {
+        return;
+    };
+    if !template.get("metadata").is_some_and(Value::is_object) {
+        template.insert("metadata".into(), json!({}));
+    }
+    let Some(md) = obj_at(template, "metadata") else {
+        return;
+    };
+    if !md.get("labels").is_some_and(Value::is_object) {
+        md.insert("labels".into(), json!({}));
+    }
+    if let Some(labels) = obj_at(md, "labels") {
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.entry(k).or_insert_with(|| json!(v));
+        }
+    }
+}
+
+/// Whether the kind's strategy keeps `metadata.generation` (set to 1 on create, bumped when the spec changes):
+/// custom resources and the kinds with a spec that controllers observe. ConfigMaps, Secrets, Namespaces,
+/// ServiceAccounts, Events, Endpoints, Leases, RBAC objects and the like have none, as upstream.
+pub(crate) fn has_generation(def: &ResourceDef) -> bool {
+    def.from_crd
+        || matches!(
+            (def.group.as_str(), def.plural.as_str()),
+            ("", "pods" | "replicationcontrollers")
+                | (
+                    "apps",
+                    "deployments" | "replicasets" | "statefulsets" | "daemonsets"
+                )
+                | ("batch", "jobs" | "cronjobs")
+                | ("policy", "poddisruptionbudgets")
+                | (
+                    "networking.k8s.io",
+                    "networkpolicies" | "ingresses" | "ingressclasses"
+                )
+                | ("autoscaling", "horizontalpodautoscalers")
+                | ("apiextensions.k8s.io", "customresourcedefinitions")
+                | (
+                    "admissionregistration.k8s.io",
+                    "validatingwebhookconfigurations" | "mutatingwebhookconfigurations"
+                )
+        )
+}
+
 pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
     if !def.from_crd {
         strip_nulls(o);

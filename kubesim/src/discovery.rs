@@ -43,13 +43,33 @@ fn group_version(group: &str, v: &str) -> String {
     }
 }
 
-fn subresource_names(d: &ResourceDef) -> Vec<&'static str> {
+/// A subresource as discovery lists it: name, the kind it answers with as `(group, version, kind)` (`None`: the
+/// resource's own), and its verbs.
+type Subresource = (
+    &'static str,
+    Option<(&'static str, &'static str, &'static str)>,
+    &'static [&'static str],
+);
+
+/// The subresources of a resource.
+fn subresources(d: &ResourceDef) -> Vec<Subresource> {
+    const RW: &[&str] = &["get", "patch", "update"];
     let mut s = vec![];
     if d.status {
-        s.push("status");
+        s.push(("status", None, RW));
     }
     if d.scale.is_some() {
-        s.push("scale");
+        s.push(("scale", Some(("autoscaling", "v1", "Scale")), RW));
+    }
+    if d.group.is_empty() && d.plural == "pods" {
+        s.push(("log", None, &["get"][..]));
+    }
+    if d.group.is_empty() && d.plural == "serviceaccounts" {
+        s.push((
+            "token",
+            Some(("authentication.k8s.io", "v1", "TokenRequest")),
+            &["create"][..],
+        ));
     }
     s
 }
@@ -109,22 +129,17 @@ pub(crate) fn resource_list(reg: &Registry, group: &str, version: &str) -> Optio
             "shortNames": d.short_names,
             "categories": d.categories,
         }));
-        for sub in subresource_names(d) {
-            let kind = if sub == "scale" {
-                "Scale"
-            } else {
-                d.kind.as_str()
-            };
+        for (sub, kind, verbs) in subresources(d) {
             let mut r = json!({
                 "name": format!("{}/{}", d.plural, sub),
                 "singularName": "",
                 "namespaced": d.namespaced,
-                "kind": kind,
-                "verbs": ["get", "patch", "update"],
+                "kind": kind.map_or(d.kind.as_str(), |k| k.2),
+                "verbs": verbs,
             });
-            if sub == "scale" {
-                r["group"] = json!("autoscaling");
-                r["version"] = json!("v1");
+            if let Some((g, v, _)) = kind {
+                r["group"] = json!(g);
+                r["version"] = json!(v);
             }
             resources.push(r);
         }
@@ -141,15 +156,14 @@ pub(crate) fn resource_list(reg: &Registry, group: &str, version: &str) -> Optio
 }
 
 fn aggregated_resource(d: &ResourceDef, version: &str) -> Value {
-    let subs: Vec<Value> = subresource_names(d)
+    let subs: Vec<Value> = subresources(d)
         .into_iter()
-        .map(|s| {
-            let kind = if s == "scale" {
-                json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
-            } else {
-                json!({"group": d.group, "version": version, "kind": d.kind})
+        .map(|(s, kind, verbs)| {
+            let kind = match kind {
+                Some((g, v, k)) => json!({"group": g, "version": v, "kind": k}),
+                None => json!({"group": d.group, "version": version, "kind": d.kind}),
             };
-            json!({"subresource": s, "responseKind": kind, "verbs": ["get", "patch", "update"]})
+            json!({"subresource": s, "responseKind": kind, "verbs": verbs})
         })
         .collect();
     json!({
@@ -227,7 +241,8 @@ fn reg_hash(reg: &Registry, group: &str, version: &str) -> String {
 
 /// `GET /openapi/v3/api/v1` or `/openapi/v3/apis/{g}/{v}`: PATCH operations carrying
 /// `x-kubernetes-group-version-kind` and a `fieldValidation` parameter, which is what kubectl's query-parameter
-/// verifier looks for before it lets the server validate fields. Schemas are open (`x-kubernetes-preserve-unknown-fields`).
+/// verifier looks for before it lets the server validate fields. Built-in kinds have upstream's schemas
+/// (`schemas`), which `kubectl explain` walks; custom resources' are open (`x-kubernetes-preserve-unknown-fields`).
 pub(crate) fn openapi_group_version(reg: &Registry, group: &str, version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
@@ -242,6 +257,13 @@ pub(crate) fn openapi_group_version(reg: &Registry, group: &str, version: &str) 
         {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
         {"name": "force", "in": "query", "schema": {"type": "boolean"}}
     ]);
+    let builtin_kinds: Vec<String> = reg
+        .in_group_version(group, version)
+        .filter(|d| !d.from_crd)
+        .map(|d| d.kind.clone())
+        .collect();
+    let (builtin, builtin_names) = crate::schemas::builtin_schemas(group, version, &builtin_kinds);
+    schemas.extend(builtin);
     let mut any = false;
     for d in reg.in_group_version(group, version) {
         any = true;
@@ -251,12 +273,17 @@ pub(crate) fn openapi_group_version(reg: &Registry, group: &str, version: &str) 
         } else {
             format!("{prefix}/{}", d.plural)
         };
-        let schema_name = format!(
-            "{}.{}.{}",
-            if d.group.is_empty() { "core" } else { &d.group },
-            version,
-            d.kind
-        );
+        let known = (!d.from_crd)
+            .then(|| builtin_names.get(&d.kind).cloned())
+            .flatten();
+        let schema_name = known.clone().unwrap_or_else(|| {
+            format!(
+                "{}.{}.{}",
+                if d.group.is_empty() { "core" } else { &d.group },
+                version,
+                d.kind
+            )
+        });
         let op = json!({
             "x-kubernetes-group-version-kind": gvk,
             "x-kubernetes-action": "patch",
@@ -281,14 +308,16 @@ pub(crate) fn openapi_group_version(reg: &Registry, group: &str, version: &str) 
                 json!({"patch": op.clone(), "put": op}),
             );
         }
-        schemas.insert(
-            schema_name,
-            json!({
-                "type": "object",
-                "x-kubernetes-group-version-kind": [gvk],
-                "x-kubernetes-preserve-unknown-fields": true
-            }),
-        );
+        if known.is_none() {
+            schemas.insert(
+                schema_name,
+                json!({
+                    "type": "object",
+                    "x-kubernetes-group-version-kind": [gvk],
+                    "x-kubernetes-preserve-unknown-fields": true
+                }),
+            );
+        }
     }
     if !any {
         return None;

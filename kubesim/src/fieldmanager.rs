@@ -24,6 +24,8 @@ pub(crate) enum Scope {
     Main,
     /// The `/status` subresource: only `status` is written and owned.
     Status,
+    /// The `/scale` subresource: a write of the main resource (its replicas), recorded with `subresource: scale`.
+    Scale,
 }
 
 impl Scope {
@@ -31,6 +33,7 @@ impl Scope {
         match self {
             Scope::Main => None,
             Scope::Status => Some("status"),
+            Scope::Scale => Some("scale"),
         }
     }
 }
@@ -180,7 +183,7 @@ pub(crate) fn apply(
     let mut entries = live.map(stored_entries).unwrap_or_default();
     let base = match (live, scope) {
         (Some(obj), _) => without_managed_fields(obj),
-        (None, Scope::Main) => Value::Object(Map::new()),
+        (None, Scope::Main | Scope::Scale) => Value::Object(Map::new()),
         // A status apply cannot create; keep the identity so the result is
         // at least a well-formed object.
         (None, Scope::Status) => in_scope_config(applied, Scope::Main),
@@ -435,7 +438,7 @@ fn without_managed_fields(obj: &Value) -> Value {
 /// The part of an apply body a write through `scope` may merge.
 fn in_scope_config(applied: &Value, scope: Scope) -> Value {
     match scope {
-        Scope::Main => {
+        Scope::Main | Scope::Scale => {
             let mut config = without_managed_fields(applied);
             if let Value::Object(root) = &mut config {
                 root.remove("status");
@@ -551,7 +554,7 @@ fn flatten(obj: &Value, scope: Scope) -> Flat<'_> {
     let mut names = Vec::new();
     for (key, value) in root {
         let in_scope = match scope {
-            Scope::Main => !matches!(key.as_str(), "apiVersion" | "kind" | "status"),
+            Scope::Main | Scope::Scale => !matches!(key.as_str(), "apiVersion" | "kind" | "status"),
             Scope::Status => key == "status",
         };
         if !in_scope {

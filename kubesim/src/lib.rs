@@ -12,11 +12,14 @@
 //! - `selector`: label and field selectors; `table`: `kubectl get` tables; `defaults`, `validate`: per-kind rules.
 //! - `controllers`: StatefulSet, Deployment/ReplicaSet, Job, CronJob, PVC binding, PDB status, and the
 //!   scheduler and kwok-like kubelet of the one node, with pod faults from `kube-system/kubesim-faults`.
-//! - `metrics_api`: metrics.k8s.io PodMetrics/NodeMetrics; `reviews`: TokenReview/SubjectAccessReview from a
-//!   token file; `faults`: API faults from the `kube-system/kubesim-faults` ConfigMap; `persist`: `--data-file`.
+//! - `authn`: bearer tokens (admin, token file, ServiceAccount tokens from TokenRequest) and impersonation;
+//!   `rbac`: request attributes, the RBAC authorizer and the bootstrap roles; `reviews`: the token file and the
+//!   token and access reviews;
+//! - `metrics_api`: metrics.k8s.io PodMetrics/NodeMetrics; `faults`: API faults from the `kube-system/kubesim-faults` ConfigMap; `persist`: `--data-file`.
 #![forbid(unsafe_code)]
 
 mod apierror;
+mod authn;
 mod controllers;
 mod defaults;
 mod discovery;
@@ -29,13 +32,16 @@ mod patch;
 mod persist;
 mod podlog;
 mod protobuf;
+mod rbac;
 mod registry;
 mod reviews;
 mod scale;
+mod schemas;
 mod selector;
 mod server;
 mod store;
 mod table;
+mod tls;
 mod validate;
 mod watch;
 
@@ -68,6 +74,47 @@ pub struct Options {
     pub data_file: Option<PathBuf>,
     /// How long a pod takes from admission to Running and Ready (plus up to half again as jitter).
     pub ready_delay: Duration,
+    /// How long the continue tokens of a paginated list stay valid; after it they get 410 Expired with a token that
+    /// resumes the list inconsistently, as upstream's do once etcd compacts (every five minutes by default).
+    pub continue_ttl: Duration,
+    /// How requests are authorized: every request allowed (the default), or by RBAC.
+    pub authorization: Authorization,
+    /// Serve HTTPS with kubesim's own certificate (for `localhost`, `127.0.0.1`, `::1` and the in-cluster
+    /// names), signed by the CA in [`KubeSim::kubeconfig`] and in every namespace's `kube-root-ca.crt`. kubectl
+    /// sends tokens only over TLS, so RBAC with kubectl needs this.
+    pub tls: bool,
+    /// The bearer token of the admin user (`kubesim-admin`, group `system:masters`) that [`KubeSim::kubeconfig`]
+    /// carries; [`DEFAULT_ADMIN_TOKEN`] when not given, so that a kubeconfig keeps working across restarts (like
+    /// the fixed CA, it is no secret: set one for a kubesim others can reach).
+    pub admin_token: Option<String>,
+}
+
+/// The admin token when none is given.
+pub const DEFAULT_ADMIN_TOKEN: &str = "kubesim-admin-token";
+
+/// `--authorization`: how kubesim decides whether a request may proceed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Authorization {
+    /// Every request that authenticates (or comes without credentials) is allowed; SubjectAccessReviews are
+    /// answered from the token file's rules.
+    #[default]
+    AlwaysAllow,
+    /// The RBAC authorizer over the stored Roles, ClusterRoles and bindings decides, then the token file's
+    /// rules; SubjectAccessReviews are answered the same way.
+    Rbac,
+}
+
+impl std::str::FromStr for Authorization {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always-allow" | "AlwaysAllow" => Ok(Authorization::AlwaysAllow),
+            "rbac" | "RBAC" => Ok(Authorization::Rbac),
+            other => Err(format!(
+                "unknown authorization mode {other:?} (always-allow, rbac)"
+            )),
+        }
+    }
 }
 
 impl Default for Options {
@@ -84,6 +131,10 @@ impl Default for Options {
             data_file: None,
             // About what a small image takes to start on a warm node; short enough for an interactive --dev.
             ready_delay: Duration::from_secs(1),
+            continue_ttl: Duration::from_secs(300),
+            authorization: Authorization::AlwaysAllow,
+            admin_token: None,
+            tls: false,
         }
     }
 }
@@ -95,6 +146,8 @@ pub struct KubeSim {
     server: JoinHandle<()>,
     store: Arc<store::Store>,
     persister: Option<persist::Persister>,
+    admin_token: String,
+    tls: bool,
 }
 
 /// Starts a server and returns once it accepts connections.
@@ -108,22 +161,37 @@ pub async fn start(opts: Options) -> std::io::Result<KubeSim> {
     let listener = TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio_watch::channel(false);
-    let ctx = Arc::new(
-        server::Ctx::new(store.clone(), rx.clone(), opts.bookmark_interval).with_reviews(reviews),
-    );
+    let admin_token = opts
+        .admin_token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| DEFAULT_ADMIN_TOKEN.to_string());
+    let mut ctx = server::Ctx::new(store.clone(), rx.clone(), opts.bookmark_interval);
+    ctx.continue_ttl = opts.continue_ttl;
+    let ctx = Arc::new(ctx.with_reviews(reviews).with_auth(
+        authn::Authenticator::new(admin_token.clone()),
+        opts.authorization,
+    ));
     tokio::spawn(store.clone().run_gc(rx.clone()));
     controllers::spawn(store.clone(), rx.clone(), &opts);
     let persister = opts
         .data_file
         .clone()
         .map(|path| persist::Persister::spawn(store.clone(), path, rx.clone()));
-    let server = tokio::spawn(serve(listener, ctx, rx));
+    let acceptor = if opts.tls {
+        Some(tls::acceptor().map_err(std::io::Error::other)?)
+    } else {
+        None
+    };
+    let server = tokio::spawn(serve(listener, ctx, rx, acceptor));
     Ok(KubeSim {
         addr,
         shutdown: tx,
         server,
         store,
         persister,
+        admin_token,
+        tls: opts.tls,
     })
 }
 
@@ -131,6 +199,7 @@ async fn serve(
     listener: TcpListener,
     ctx: Arc<server::Ctx>,
     mut shutdown: tokio_watch::Receiver<bool>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -140,10 +209,24 @@ async fn serve(
                 let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
                 let svc = hyper::service::service_fn(move |req| server::handle(ctx.clone(), req));
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                let fut = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let _ = fut.await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        None => {
+                            let _ = watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await;
+                        }
+                        Some(a) => {
+                            // A client that never finishes its handshake must not hold a task forever.
+                            let tls = tokio::time::timeout(Duration::from_secs(10), a.accept(stream)).await;
+                            let Ok(Ok(tls)) = tls else {
+                                tracing::debug!("TLS handshake failed or timed out");
+                                return;
+                            };
+                            let _ = watcher.watch(http.serve_connection(TokioIo::new(tls), svc)).await;
+                        }
+                    }
                 });
             }
             _ = shutdown.changed() => break,
@@ -160,14 +243,36 @@ impl KubeSim {
         self.addr
     }
 
-    /// The base URL, e.g. `http://127.0.0.1:41235`.
+    /// The base URL, e.g. `http://127.0.0.1:41235` (`https://` with `tls`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// A kubeconfig (YAML) pointing at this server over plain HTTP with no credentials.
+    /// A kubeconfig (YAML) pointing at this server, as the admin user (`system:masters`); with `tls`, it trusts
+    /// kubesim's CA.
     pub fn kubeconfig(&self) -> String {
-        kubeconfig_for(&self.url())
+        let mut k = kubeconfig_with_token(&self.url(), Some(&self.admin_token));
+        if self.tls {
+            use base64::Engine;
+            let ca = base64::engine::general_purpose::STANDARD.encode(tls::CA_PEM);
+            k = k.replacen(
+                "    server: ",
+                &format!("    certificate-authority-data: {ca}\n    server: "),
+                1,
+            );
+        }
+        k
+    }
+
+    /// kubesim's CA certificate (PEM), which signs its serving certificate.
+    pub fn ca_pem(&self) -> &'static str {
+        tls::CA_PEM
+    }
+
+    /// The admin user's bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     /// Number of objects stored (for benchmarks and diagnostics).
@@ -186,9 +291,19 @@ impl KubeSim {
     }
 }
 
-/// A kubeconfig for a kubesim at `url`.
+/// A kubeconfig for a kubesim at `url` without credentials (`system:anonymous`: enough when every request is
+/// allowed).
 pub fn kubeconfig_for(url: &str) -> String {
+    kubeconfig_with_token(url, None)
+}
+
+/// A kubeconfig for a kubesim at `url` whose user sends `token`.
+pub fn kubeconfig_with_token(url: &str, token: Option<&str>) -> String {
+    let user = match token {
+        Some(t) => format!("\n    token: {t}"),
+        None => " {}".to_string(),
+    };
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: default\ncurrent-context: kubesim\nusers:\n- name: kubesim\n  user: {{}}\npreferences: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: default\ncurrent-context: kubesim\nusers:\n- name: kubesim\n  user:{user}\npreferences: {{}}\n"
     )
 }

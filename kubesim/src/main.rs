@@ -1,5 +1,5 @@
-//! `kubesim --listen 127.0.0.1:PORT [--kubeconfig-out PATH] [--data-file PATH] [--token-file PATH]`: runs the
-//! simulator until SIGINT/SIGTERM.
+//! `kubesim --listen 127.0.0.1:PORT [--kubeconfig-out PATH] [--data-file PATH] [--token-file PATH]
+//! [--authorization always-allow|rbac]`: runs the simulator until SIGINT/SIGTERM.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -33,6 +33,21 @@ struct Args {
     /// A rule granted to system:anonymous, e.g. 'verbs=get,list;resources=pods;namespaces=team-*'; repeatable.
     #[arg(long)]
     anonymous_allow: Vec<String>,
+    /// How requests are authorized: always-allow, or rbac (the stored Roles and bindings decide; the
+    /// kubeconfig written by --kubeconfig-out carries the admin token, whose user is in system:masters).
+    #[arg(long, env = "KUBESIM_AUTHORIZATION", default_value = "always-allow")]
+    authorization: kubesim::Authorization,
+    /// How long continue tokens of paginated lists stay valid, e.g. 5m or 30s (then 410 Expired, as after an
+    /// etcd compaction).
+    #[arg(long, env = "KUBESIM_CONTINUE_TTL", default_value = "5m", value_parser = parse_delay)]
+    continue_ttl: Duration,
+    /// Serve HTTPS with kubesim's own certificate; the kubeconfig written trusts its CA. kubectl sends tokens
+    /// only over TLS, so use this with --authorization rbac.
+    #[arg(long, env = "KUBESIM_TLS")]
+    tls: bool,
+    /// The admin user's bearer token (default: kubesim-admin-token, which is no secret).
+    #[arg(long, env = "KUBESIM_ADMIN_TOKEN")]
+    admin_token: Option<String>,
     /// How long pods take to become Running and Ready, e.g. 1s or 200ms (jitter of up to half again is added).
     #[arg(long, env = "KUBESIM_READY_DELAY", default_value = "1s", value_parser = parse_delay)]
     ready_delay: Duration,
@@ -56,8 +71,17 @@ async fn main() -> anyhow::Result<()> {
         anonymous_allow: args.anonymous_allow,
         data_file: args.data_file,
         ready_delay: args.ready_delay,
+        authorization: args.authorization,
+        admin_token: args.admin_token,
+        tls: args.tls,
+        continue_ttl: args.continue_ttl,
     })
     .await?;
+    if args.authorization == kubesim::Authorization::Rbac && !args.tls {
+        eprintln!(
+            "note: kubectl sends credentials only over TLS; without --tls it is system:anonymous here"
+        );
+    }
     if let Some(p) = &args.kubeconfig_out {
         std::fs::write(p, sim.kubeconfig())?;
         eprintln!("kubeconfig written to {}", p.display());
@@ -79,12 +103,15 @@ async fn wait_for_signal() {
 
 /// `250ms`, `1.5s` or a bare number of seconds.
 fn parse_delay(v: &str) -> Result<Duration, String> {
-    let (num, scale) = match v.strip_suffix("ms") {
-        Some(n) => (n, 1e-3),
-        None => (v.strip_suffix('s').unwrap_or(v), 1.0),
+    let (num, scale) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (v.strip_suffix('s').unwrap_or(v), 1.0)
     };
     match num.trim().parse::<f64>() {
         Ok(n) if n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(n * scale)),
-        _ => Err(format!("{v:?} is not a duration such as 250ms or 1.5s")),
+        _ => Err(format!("{v:?} is not a duration such as 250ms, 1.5s or 5m")),
     }
 }

@@ -67,6 +67,14 @@ const FILES: &[(&str, &str)] = &[
         "k8s.io/api/rbac/v1/generated.proto",
         include_str!("../proto/k8s.io/api/rbac/v1/generated.proto"),
     ),
+    (
+        "k8s.io/api/authentication/v1/generated.proto",
+        include_str!("../proto/k8s.io/api/authentication/v1/generated.proto"),
+    ),
+    (
+        "k8s.io/api/authorization/v1/generated.proto",
+        include_str!("../proto/k8s.io/api/authorization/v1/generated.proto"),
+    ),
 ];
 
 /// The proto package of an API group's version, for the groups whose schemas are vendored.
@@ -76,6 +84,8 @@ fn package(api_version: &str) -> Option<&'static str> {
         "apps/v1" => "k8s.io.api.apps.v1",
         "batch/v1" => "k8s.io.api.batch.v1",
         "rbac.authorization.k8s.io/v1" => "k8s.io.api.rbac.v1",
+        "authentication.k8s.io/v1" => "k8s.io.api.authentication.v1",
+        "authorization.k8s.io/v1" => "k8s.io.api.authorization.v1",
         _ => return None,
     })
 }

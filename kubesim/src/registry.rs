@@ -54,9 +54,10 @@ pub(crate) enum Backend {
     /// `metrics.k8s.io` PodMetrics and NodeMetrics, computed from pods by `metrics_api`.
     PodMetrics,
     NodeMetrics,
-    /// `authentication.k8s.io` TokenReview and `authorization.k8s.io` SubjectAccessReview, answered by `reviews`.
-    TokenReview,
-    SubjectAccessReview,
+    /// `authentication.k8s.io` TokenReview and SelfSubjectReview, `authorization.k8s.io` SubjectAccessReview,
+    /// LocalSubjectAccessReview, SelfSubjectAccessReview and SelfSubjectRulesReview: created, answered, not
+    /// stored (`reviews`, `rbac`).
+    Review,
 }
 
 impl ResourceDef {
@@ -468,7 +469,16 @@ const VIRTUALS: &[Virtual] = &[
         kind: "TokenReview",
         namespaced: false,
         verbs: &["create"],
-        backend: Backend::TokenReview,
+        backend: Backend::Review,
+    },
+    Virtual {
+        group: "authentication.k8s.io",
+        version: "v1",
+        plural: "selfsubjectreviews",
+        kind: "SelfSubjectReview",
+        namespaced: false,
+        verbs: &["create"],
+        backend: Backend::Review,
     },
     Virtual {
         group: "authorization.k8s.io",
@@ -477,7 +487,34 @@ const VIRTUALS: &[Virtual] = &[
         kind: "SubjectAccessReview",
         namespaced: false,
         verbs: &["create"],
-        backend: Backend::SubjectAccessReview,
+        backend: Backend::Review,
+    },
+    Virtual {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "localsubjectaccessreviews",
+        kind: "LocalSubjectAccessReview",
+        namespaced: true,
+        verbs: &["create"],
+        backend: Backend::Review,
+    },
+    Virtual {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectaccessreviews",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        verbs: &["create"],
+        backend: Backend::Review,
+    },
+    Virtual {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectrulesreviews",
+        kind: "SelfSubjectRulesReview",
+        namespaced: false,
+        verbs: &["create"],
+        backend: Backend::Review,
     },
 ];
 

@@ -34,13 +34,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::apierror::{ApiError, ApiResult};
-use crate::registry::{Backend, ResourceDef};
-
-/// The user name and group of requests without credentials; the anonymous policy applies to them.
-const ANONYMOUS_USER: &str = "system:anonymous";
-const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
-/// Added to every authenticated user's groups, as the apiserver's authenticators do.
-const AUTHENTICATED_GROUP: &str = "system:authenticated";
+use crate::authn::{ANONYMOUS_USER, UNAUTHENTICATED_GROUP, UserInfo};
+use crate::rbac::{Attributes, Decision};
+use crate::registry::ResourceDef;
 
 /// One access rule of the token file. `None` matches anything.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -92,21 +88,12 @@ struct RulesEntry {
     rules: Vec<Rule>,
 }
 
-/// Who a token stands for.
-#[derive(Debug, Clone)]
-struct Identity {
-    username: String,
-    uid: Option<String>,
-    groups: Vec<String>,
-    extra: BTreeMap<String, Vec<String>>,
-}
-
 /// The loaded policy: tokens, and rules by user, by group and for anonymous requests.
 #[derive(Debug, Default)]
 pub(crate) struct ReviewPolicy {
     /// Named in review reasons so that a denial says where to look.
     source: String,
-    tokens: HashMap<String, Identity>,
+    tokens: HashMap<String, UserInfo>,
     user_rules: HashMap<String, Vec<Rule>>,
     group_rules: HashMap<String, Vec<Rule>>,
     anonymous_rules: Vec<Rule>,
@@ -139,7 +126,7 @@ impl ReviewPolicy {
                     .entry(t.user.clone())
                     .or_default()
                     .extend(t.rules);
-                let id = Identity {
+                let id = UserInfo {
                     username: t.user,
                     uid: t.uid,
                     groups: t.groups,
@@ -163,125 +150,37 @@ impl ReviewPolicy {
         Ok(p)
     }
 
-    /// Answers a created review of `def`'s kind.
-    pub(crate) fn review(&self, def: &ResourceDef, body: Value) -> ApiResult<Value> {
-        check_type(def, &body)?;
-        let spec = body.get("spec").cloned().unwrap_or(json!({}));
-        let status = match def.backend {
-            Backend::TokenReview => self.token_review(&spec)?,
-            _ => self.subject_access_review(def, &spec)?,
-        };
-        let mut metadata = body.get("metadata").cloned().unwrap_or(json!({}));
-        if !metadata.is_object() {
-            metadata = json!({});
-        }
-        metadata["creationTimestamp"] = Value::Null;
-        Ok(json!({
-            "kind": def.kind,
-            "apiVersion": def.api_version(def.storage_version()),
-            "metadata": metadata,
-            "spec": spec,
-            "status": status,
-        }))
+    /// The user of a token-file token (without `system:authenticated`, which the authenticator adds).
+    pub(crate) fn identity(&self, token: &str) -> Option<UserInfo> {
+        self.tokens.get(token).cloned()
     }
 
-    fn token_review(&self, spec: &Value) -> ApiResult<Value> {
-        let token = spec.get("token").and_then(Value::as_str).unwrap_or("");
-        if token.is_empty() {
-            return Err(ApiError::bad_request(
-                "token is required for TokenReview in authentication",
-            ));
-        }
-        let mut status = match self.tokens.get(token) {
-            Some(id) => {
-                let mut groups = id.groups.clone();
-                if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
-                    groups.push(AUTHENTICATED_GROUP.into());
-                }
-                let mut user = json!({"username": id.username, "groups": groups});
-                if let Some(uid) = &id.uid {
-                    user["uid"] = json!(uid);
-                }
-                if !id.extra.is_empty() {
-                    user["extra"] = json!(id.extra);
-                }
-                json!({"authenticated": true, "user": user})
-            }
-            None => json!({"authenticated": false, "user": {}}),
-        };
-        if let Some(a) = spec.get("audiences").filter(|a| a.is_array()) {
-            status["audiences"] = a.clone();
-        }
-        Ok(status)
-    }
-
-    fn subject_access_review(&self, def: &ResourceDef, spec: &Value) -> ApiResult<Value> {
-        let user = spec.get("user").and_then(Value::as_str).unwrap_or("");
-        let groups: Vec<&str> = spec
-            .get("groups")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if user.is_empty() && groups.is_empty() {
-            return Err(ApiError::invalid(
-                &def.kind,
-                &def.group,
-                "",
-                &[(
-                    "spec.user".into(),
-                    "FieldValueInvalid",
-                    "Invalid value: \"\": at least one of user or group must be specified".into(),
-                )],
-            ));
-        }
-        let request = match (
-            spec.get("resourceAttributes"),
-            spec.get("nonResourceAttributes"),
-        ) {
-            (Some(r), None) => Request::Resource {
-                namespace: field(r, "namespace"),
-                verb: field(r, "verb"),
-                group: field(r, "group"),
-                resource: field(r, "resource"),
-                subresource: field(r, "subresource"),
-                name: field(r, "name"),
-            },
-            (None, Some(n)) => Request::NonResource {
-                path: field(n, "path"),
-                verb: field(n, "verb"),
-            },
-            _ => {
-                return Err(ApiError::invalid(
-                    &def.kind,
-                    &def.group,
-                    "",
-                    &[(
-                        "spec.resourceAttributes".into(),
-                        "FieldValueInvalid",
-                        "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified".into(),
-                    )],
-                ));
-            }
-        };
+    /// Whether the token file's rules (or the anonymous policy) allow `user` with `groups` to do `a`.
+    pub(crate) fn decide(&self, user: &str, groups: &[String], a: &Attributes) -> Decision {
         // Who the rules come from, in the order a reason names them.
         let mut holders: Vec<(String, &[Rule])> = vec![];
         if let Some(r) = self.user_rules.get(user) {
             holders.push((format!("user {user:?}"), r));
         }
-        for g in &groups {
-            if let Some(r) = self.group_rules.get(*g) {
+        for g in groups {
+            if let Some(r) = self.group_rules.get(g) {
                 holders.push((format!("group {g:?}"), r));
             }
         }
-        if user == ANONYMOUS_USER || groups.contains(&UNAUTHENTICATED_GROUP) {
+        if user == ANONYMOUS_USER || groups.iter().any(|g| g == UNAUTHENTICATED_GROUP) {
             holders.push(("the anonymous policy".into(), &self.anonymous_rules));
         }
         for (who, rules) in &holders {
-            if let Some(i) = rules.iter().position(|r| request.allowed_by(r)) {
-                return Ok(json!({
-                    "allowed": true,
-                    "reason": format!("{}: rule {} of {who} allows {}", self.source, i + 1, request.describe()),
-                }));
+            if let Some(i) = rules.iter().position(|r| allowed_by(a, r)) {
+                return Decision {
+                    allowed: true,
+                    reason: format!(
+                        "{}: rule {} of {who} allows {}",
+                        self.source,
+                        i + 1,
+                        describe(a)
+                    ),
+                };
             }
         }
         let subject = if user.is_empty() {
@@ -289,99 +188,171 @@ impl ReviewPolicy {
         } else {
             format!("user {user:?}")
         };
-        Ok(json!({
-            "allowed": false,
-            "reason": format!("{}: no rule allows {subject} to {}", self.source, request.describe()),
-        }))
+        Decision {
+            allowed: false,
+            reason: format!(
+                "{}: no rule allows {subject} to {}",
+                self.source,
+                describe(a)
+            ),
+        }
     }
 }
 
-/// The attributes a SubjectAccessReview asks about.
-enum Request {
-    Resource {
-        namespace: String,
-        verb: String,
-        group: String,
-        resource: String,
-        subresource: String,
-        name: String,
-    },
-    NonResource {
-        path: String,
-        verb: String,
-    },
+/// The status of a TokenReview for `user` (`None`: the token is unknown).
+pub(crate) fn token_review_status(user: Option<UserInfo>, spec: &Value) -> Value {
+    let mut status = match user {
+        Some(u) => json!({"authenticated": true, "user": u.to_json()}),
+        None => json!({"authenticated": false, "user": {}}),
+    };
+    if let Some(a) = spec.get("audiences").filter(|a| a.is_array()) {
+        status["audiences"] = a.clone();
+    }
+    status
 }
 
-impl Request {
-    fn allowed_by(&self, r: &Rule) -> bool {
-        let any = |list: &Option<Vec<String>>, v: &str| {
-            list.as_ref()
-                .is_none_or(|l| l.iter().any(|p| p == "*" || glob(p, v)))
+/// A review's answer: the request echoed with `status` filled in, as the apiserver returns it.
+pub(crate) fn answer(def: &ResourceDef, body: &Value, status: Value) -> Value {
+    let mut metadata = body.get("metadata").cloned().unwrap_or(json!({}));
+    if !metadata.is_object() {
+        metadata = json!({});
+    }
+    metadata["creationTimestamp"] = Value::Null;
+    let mut out = json!({
+        "kind": def.kind,
+        "apiVersion": def.api_version(def.storage_version()),
+        "metadata": metadata,
+        "status": status,
+    });
+    if def.kind != "SelfSubjectReview" {
+        out["spec"] = body.get("spec").cloned().unwrap_or(json!({}));
+    }
+    out
+}
+
+/// Checks a review body and returns its spec.
+pub(crate) fn spec_of(def: &ResourceDef, body: &Value) -> ApiResult<Value> {
+    check_type(def, body)?;
+    Ok(body.get("spec").cloned().unwrap_or(json!({})))
+}
+
+/// The token of a TokenReview spec.
+pub(crate) fn review_token(spec: &Value) -> ApiResult<&str> {
+    match spec.get("token").and_then(Value::as_str).unwrap_or("") {
+        "" => Err(ApiError::bad_request(
+            "token is required for TokenReview in authentication",
+        )),
+        t => Ok(t),
+    }
+}
+
+/// The attributes an access review asks about; 422 unless exactly one kind of attributes is given.
+pub(crate) fn review_attributes(def: &ResourceDef, spec: &Value) -> ApiResult<Attributes> {
+    Attributes::from_review(spec).ok_or_else(|| {
+        ApiError::invalid(
+            &def.kind,
+            &def.group,
+            "",
+            &[(
+                "spec.resourceAttributes".into(),
+                "FieldValueInvalid",
+                "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified".into(),
+            )],
+        )
+    })
+}
+
+/// The user a SubjectAccessReview asks about; 422 when it names neither a user nor a group.
+pub(crate) fn review_subject(def: &ResourceDef, spec: &Value) -> ApiResult<UserInfo> {
+    let user = spec.get("user").and_then(Value::as_str).unwrap_or("");
+    let groups: Vec<String> = spec
+        .get("groups")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if user.is_empty() && groups.is_empty() {
+        return Err(ApiError::invalid(
+            &def.kind,
+            &def.group,
+            "",
+            &[(
+                "spec.user".into(),
+                "FieldValueInvalid",
+                "Invalid value: \"\": at least one of user or group must be specified".into(),
+            )],
+        ));
+    }
+    let extra = spec
+        .get("extra")
+        .and_then(|e| serde_json::from_value(e.clone()).ok())
+        .unwrap_or_default();
+    Ok(UserInfo {
+        username: user.to_string(),
+        uid: spec.get("uid").and_then(Value::as_str).map(str::to_string),
+        groups,
+        extra,
+    })
+}
+
+/// An access review's status from a decision; `denied` is never set (RBAC only allows or has no opinion).
+pub(crate) fn access_status(d: &Decision) -> Value {
+    let mut s = json!({"allowed": d.allowed});
+    if !d.reason.is_empty() {
+        s["reason"] = json!(d.reason);
+    }
+    s
+}
+
+fn allowed_by(a: &Attributes, r: &Rule) -> bool {
+    let any = |list: &Option<Vec<String>>, v: &str| {
+        list.as_ref()
+            .is_none_or(|l| l.iter().any(|p| p == "*" || glob(p, v)))
+    };
+    if a.resource_request {
+        let res = if a.subresource.is_empty() {
+            a.resource.clone()
+        } else {
+            format!("{}/{}", a.resource, a.subresource)
         };
-        match self {
-            Request::Resource {
-                namespace,
-                verb,
-                group,
-                resource,
-                subresource,
-                name,
-            } => {
-                let res = if subresource.is_empty() {
-                    resource.clone()
-                } else {
-                    format!("{resource}/{subresource}")
-                };
-                r.non_resource_urls.is_none()
-                    && any(&r.verbs, verb)
-                    // Groups are names, not patterns: "" must match the core group exactly.
-                    && r.groups.as_ref().is_none_or(|l| l.iter().any(|g| g == "*" || g == group))
-                    && any(&r.resources, &res)
-                    && any(&r.namespaces, namespace)
-                    && any(&r.names, name)
-            }
-            Request::NonResource { path, verb } => {
-                r.non_resource_urls
-                    .as_ref()
-                    .is_some_and(|l| l.iter().any(|p| glob(p, path)))
-                    && any(&r.verbs, verb)
-            }
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Request::Resource {
-                namespace,
-                verb,
-                group,
-                resource,
-                subresource,
-                name,
-            } => {
-                let mut s = format!("{verb} {resource}");
-                if !group.is_empty() {
-                    s = format!("{s}.{group}");
-                }
-                if !subresource.is_empty() {
-                    s = format!("{s}/{subresource}");
-                }
-                if !name.is_empty() {
-                    s = format!("{s} {name:?}");
-                }
-                if namespace.is_empty() {
-                    format!("{s} (cluster scope)")
-                } else {
-                    format!("{s} in namespace {namespace:?}")
-                }
-            }
-            Request::NonResource { path, verb } => format!("{verb} {path}"),
-        }
+        r.non_resource_urls.is_none()
+            && any(&r.verbs, &a.verb)
+            // Groups are names, not patterns: "" must match the core group exactly.
+            && r.groups.as_ref().is_none_or(|l| l.iter().any(|g| g == "*" || *g == a.api_group))
+            && any(&r.resources, &res)
+            && any(&r.namespaces, &a.namespace)
+            && any(&r.names, &a.name)
+    } else {
+        r.non_resource_urls
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|p| glob(p, &a.path)))
+            && any(&r.verbs, &a.verb)
     }
 }
 
-fn field(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+fn describe(a: &Attributes) -> String {
+    if !a.resource_request {
+        return format!("{} {}", a.verb, a.path);
+    }
+    let mut s = format!("{} {}", a.verb, a.resource);
+    if !a.api_group.is_empty() {
+        s = format!("{s}.{}", a.api_group);
+    }
+    if !a.subresource.is_empty() {
+        s = format!("{s}/{}", a.subresource);
+    }
+    if !a.name.is_empty() {
+        s = format!("{s} {:?}", a.name);
+    }
+    if a.namespace.is_empty() {
+        format!("{s} (cluster scope)")
+    } else {
+        format!("{s} in namespace {:?}", a.namespace)
+    }
 }
 
 fn check_type(def: &ResourceDef, body: &Value) -> ApiResult<()> {
@@ -485,13 +456,10 @@ mod tests {
     }
 
     fn sar(p: &ReviewPolicy, spec: Value) -> bool {
-        let out = p
-            .review(
-                &def("authorization.k8s.io", "subjectaccessreviews"),
-                json!({"spec": spec}),
-            )
-            .unwrap();
-        out["status"]["allowed"].as_bool().unwrap()
+        let d = def("authorization.k8s.io", "subjectaccessreviews");
+        let who = review_subject(&d, &spec).unwrap();
+        let a = review_attributes(&d, &spec).unwrap();
+        p.decide(&who.username, &who.groups, &a).allowed
     }
 
     #[test]

@@ -167,7 +167,7 @@ pub(crate) async fn handle(
             manager: manager.clone(),
             force: false,
         };
-        let updated = g.replace(&def, &ns, &name, new, Scope::Main, &opts)?;
+        let updated = g.replace(&def, &ns, &name, new, Scope::Scale, &opts)?;
         Ok(scale_of(&def, &updated))
     })?;
     Ok(server::json_response(200, &out))

@@ -17,13 +17,16 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::Authorization;
 use crate::apierror::{ApiError, ApiResult};
+use crate::authn::{self, Authenticator, Impersonation, UserInfo};
 use crate::discovery;
 use crate::faults::FaultCache;
 use crate::fieldmanager::Scope;
 use crate::meta;
+use crate::rbac::{self, Attributes, Decision};
 use crate::registry::{Backend, ResourceDef};
-use crate::reviews::ReviewPolicy;
+use crate::reviews::{self, ReviewPolicy};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{DeleteOpts, DeleteOutcome, PatchBody, Propagation, Store, WriteOpts};
 use crate::table;
@@ -35,9 +38,8 @@ pub(crate) type Body = BoxBody<Bytes, Infallible>;
 /// The largest request body accepted; upstream's limit is 3 MiB.
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
-/// How many paginated list snapshots are kept for `continue` tokens, and for how long.
+/// How many paginated list snapshots are kept for `continue` tokens (for `Options::continue_ttl` each).
 const SNAPSHOT_SLOTS: usize = 256;
-const SNAPSHOT_TTL: Duration = Duration::from_secs(300);
 
 /// A consistent list result being paged through with `continue`.
 struct Snapshot {
@@ -54,8 +56,13 @@ pub(crate) struct Ctx {
     snapshots: Mutex<HashMap<String, Snapshot>>,
     /// API faults from the `kubesim-faults` ConfigMap, parsed once per version of it.
     faults: FaultCache,
-    /// What TokenReviews and SubjectAccessReviews are answered from.
+    /// The token file: static users, and the rules SubjectAccessReviews (and, under RBAC, requests) fall back on.
     reviews: ReviewPolicy,
+    /// The admin token and issued ServiceAccount tokens.
+    authn: Authenticator,
+    authorization: Authorization,
+    /// How long a paginated list's snapshot serves its continue tokens.
+    pub continue_ttl: Duration,
 }
 
 impl Ctx {
@@ -71,6 +78,9 @@ impl Ctx {
             snapshots: Mutex::new(HashMap::new()),
             faults: FaultCache::default(),
             reviews: ReviewPolicy::default(),
+            authn: Authenticator::new(String::new()),
+            authorization: Authorization::AlwaysAllow,
+            continue_ttl: Duration::from_secs(300),
         }
     }
 
@@ -79,6 +89,75 @@ impl Ctx {
         self.reviews = policy;
         self
     }
+
+    pub(crate) fn with_auth(mut self, authn: Authenticator, authorization: Authorization) -> Self {
+        self.authn = authn;
+        self.authorization = authorization;
+        self
+    }
+
+    /// Who a token stands for: the admin, a ServiceAccount token, or a token-file user.
+    fn token_user(&self, token: &str) -> Option<UserInfo> {
+        let g = self.store.lock();
+        self.authn
+            .authenticate_token(&g, token, |t| self.reviews.identity(t))
+    }
+
+    /// The caller of a request: its bearer token's user (401 for an unknown token) or `system:anonymous`, then
+    /// whoever `Impersonate-*` headers name, if the caller may impersonate them.
+    fn authenticate(&self, headers: &http::HeaderMap) -> ApiResult<UserInfo> {
+        let user = match authn::bearer(headers) {
+            Some(t) => self.token_user(t).ok_or_else(ApiError::unauthorized)?,
+            None => UserInfo::anonymous(),
+        };
+        let Some(imp) = Impersonation::from_headers(headers)? else {
+            return Ok(user);
+        };
+        let (checks, as_user) = imp.checks_and_user();
+        for c in checks {
+            let a = Attributes {
+                verb: "impersonate".into(),
+                resource_request: true,
+                api_group: c.group.into(),
+                resource: c.resource.into(),
+                subresource: c.subresource,
+                namespace: c.namespace,
+                name: c.name,
+                ..Default::default()
+            };
+            let d = self.decide(&user, &a);
+            if !d.allowed {
+                return Err(a.forbidden(&user.username, &d.reason));
+            }
+        }
+        Ok(as_user)
+    }
+
+    /// The authorizer chain: everything under AlwaysAllow; under RBAC, RBAC then the token file's rules.
+    pub(crate) fn decide(&self, user: &UserInfo, a: &Attributes) -> Decision {
+        match self.authorization {
+            Authorization::AlwaysAllow => Decision {
+                allowed: true,
+                reason: String::new(),
+            },
+            Authorization::Rbac => {
+                let d = rbac::authorize(&self.store.lock(), user, a);
+                if d.allowed {
+                    return d;
+                }
+                let f = self.reviews.decide(&user.username, &user.groups, a);
+                if f.allowed { f } else { d }
+            }
+        }
+    }
+}
+
+/// The name an exact `metadata.name=` field selector asks for.
+fn field_selector_name(q: &Query) -> Option<String> {
+    let fs = q.get("fieldSelector")?;
+    let (k, v) = fs.split_once('=')?;
+    let v = v.strip_prefix('=').unwrap_or(v);
+    (k == "metadata.name" && !v.contains(',')).then(|| v.to_string())
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -96,16 +175,19 @@ fn json_bytes(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body> {
     r
 }
 
+/// A JSON response; like upstream's encoder, the document ends with a newline.
 pub(crate) fn json_response(code: u16, v: &Value) -> Response<Body> {
-    json_bytes(
-        code,
-        serde_json::to_vec(v).unwrap_or_default(),
-        "application/json",
-    )
+    let mut body = serde_json::to_vec(v).unwrap_or_default();
+    body.push(b'\n');
+    json_bytes(code, body, "application/json")
 }
 
 pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
-    let mut r = json_response(e.code, &e.to_status());
+    let mut r = json_bytes(
+        e.code,
+        crate::apierror::status_bytes(&e.to_status()),
+        "application/json",
+    );
     if let Some(s) = e.retry_after
         && let Ok(v) = HeaderValue::from_str(&s.to_string())
     {
@@ -230,7 +312,7 @@ fn decode(seg: &str) -> String {
     percent_decode(seg)
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -293,7 +375,8 @@ fn route_resource(
     if let Some(s) = &sub {
         let ok = (s == "status" && def.status)
             || (s == "scale" && def.scale.is_some())
-            || (s == "log" && def.group.is_empty() && def.plural == "pods");
+            || (s == "log" && def.group.is_empty() && def.plural == "pods")
+            || (s == "token" && def.group.is_empty() && def.plural == "serviceaccounts");
         if !ok {
             return Err(ApiError::no_route(path));
         }
@@ -327,6 +410,19 @@ pub(crate) async fn handle(
 async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
     let path = req.uri().path().to_string();
     let q = Query::parse(req.uri().query());
+    let user = ctx.authenticate(req.headers())?;
+    if ctx.authorization != Authorization::AlwaysAllow {
+        let attrs = Attributes::from_request(
+            req.method().as_str(),
+            &path,
+            q.flag("watch").unwrap_or(false),
+            field_selector_name(&q).as_deref(),
+        );
+        let d = ctx.decide(&user, &attrs);
+        if !d.allowed {
+            return Err(attrs.forbidden(&user.username, &d.reason));
+        }
+    }
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -424,11 +520,11 @@ async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<Bod
         }
         ["api", v, rest @ ..] => {
             let (t, faults) = route_resource(ctx, "", v, rest, &path)?;
-            serve_resource(ctx, req, t, q, &accept, faults).await
+            serve_resource(ctx, req, t, q, &accept, faults, &user).await
         }
         ["apis", grp, v, rest @ ..] => {
             let (t, faults) = route_resource(ctx, grp, v, rest, &path)?;
-            serve_resource(ctx, req, t, q, &accept, faults).await
+            serve_resource(ctx, req, t, q, &accept, faults, &user).await
         }
         _ => Err(ApiError::no_route(&path)),
     }
@@ -443,6 +539,7 @@ async fn serve_resource(
     q: Query,
     accept: &str,
     faults_configmap: Option<Arc<Value>>,
+    user: &UserInfo,
 ) -> ApiResult<Response<Body>> {
     let plan = ctx.faults.plan(faults_configmap, &t, req.method(), &q);
     if let Some(p) = &plan {
@@ -458,21 +555,83 @@ async fn serve_resource(
         Backend::PodMetrics | Backend::NodeMetrics => {
             crate::metrics_api::handle(ctx, req.method(), &t, &q, rendering(accept))?
         }
-        Backend::TokenReview | Backend::SubjectAccessReview => {
+        Backend::Review => {
             if req.method() != Method::POST || t.name.is_some() {
                 return Err(ApiError::method_not_allowed(
                     "the server does not allow this method on the requested resource",
                 ));
             }
+            let ct = content_type(&req);
             let body = read_body(req).await?;
-            let doc = parse_doc(&body, true)?;
-            json_response(201, &ctx.reviews.review(&t.def, doc)?)
+            let doc = object_body(&ct, &body)?;
+            json_response(201, &review(ctx, &t, user, &doc)?)
         }
     };
     Ok(match plan.and_then(|p| p.watch_cut) {
         Some(after) => end_body_after(resp, after),
         None => resp,
     })
+}
+
+/// Answers a created review: who a token is, whether a user (or the caller) may do something, what the caller
+/// may do in a namespace, or who the caller is.
+fn review(ctx: &Ctx, t: &Target, user: &UserInfo, doc: &Value) -> ApiResult<Value> {
+    let def = &t.def;
+    let spec = reviews::spec_of(def, doc)?;
+    let status = match def.kind.as_str() {
+        "TokenReview" => {
+            let token = reviews::review_token(&spec)?;
+            reviews::token_review_status(ctx.token_user(token), &spec)
+        }
+        "SelfSubjectReview" => json!({"userInfo": user.to_json()}),
+        "SelfSubjectAccessReview" => {
+            let a = reviews::review_attributes(def, &spec)?;
+            reviews::access_status(&ctx.decide(user, &a))
+        }
+        "SelfSubjectRulesReview" => {
+            let ns = spec.get("namespace").and_then(Value::as_str).unwrap_or("");
+            match ctx.authorization {
+                Authorization::AlwaysAllow => json!({
+                    "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                    "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                    "incomplete": false,
+                }),
+                Authorization::Rbac => rbac::rules_review(&ctx.store.lock(), user, ns),
+            }
+        }
+        _ => {
+            let who = reviews::review_subject(def, &spec)?;
+            let mut a = reviews::review_attributes(def, &spec)?;
+            if def.kind == "LocalSubjectAccessReview" {
+                let ns = t.ns.clone().unwrap_or_default();
+                if !a.resource_request {
+                    return Err(ApiError::invalid(
+                        &def.kind,
+                        &def.group,
+                        "",
+                        &[(
+                            "spec.nonResourceAttributes".into(),
+                            "FieldValueInvalid",
+                            "Invalid value: \"\": disallowed on this kind of request".into(),
+                        )],
+                    ));
+                }
+                if a.namespace.is_empty() {
+                    a.namespace = ns;
+                } else if a.namespace != ns {
+                    return Err(ApiError::bad_request(format!(
+                        "spec.resourceAttributes.namespace must match namespace: {ns}"
+                    )));
+                }
+            }
+            let d = match ctx.authorization {
+                Authorization::Rbac => ctx.decide(&who, &a),
+                Authorization::AlwaysAllow => ctx.reviews.decide(&who.username, &who.groups, &a),
+            };
+            reviews::access_status(&d)
+        }
+    };
+    Ok(reviews::answer(def, doc, status))
 }
 
 /// Ends a (watch) response body after `after`, without the final bookmark a server timeout sends: the client sees
@@ -499,6 +658,7 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
                     message: "Request entity too large: limit is 3145728".into(),
                     details: None,
                     retry_after: None,
+                    continue_token: None,
                 })
             } else {
                 Err(ApiError::bad_request(format!(
@@ -720,6 +880,13 @@ async fn resource(
                 list(ctx, &t, &q, render)
             }
         }
+        (&Method::POST, Some(name), Some("token")) => {
+            let ct = content_type(&req);
+            let body = read_body(req).await?;
+            let doc = object_body(&ct, &body)?;
+            let out = ctx.authn.issue(&ctx.store.lock(), &ns, name, doc)?;
+            Ok(json_response(201, &out))
+        }
         (&Method::POST, None, _) => {
             let ct = content_type(&req);
             let opts = write_opts(&q, &req, false)?;
@@ -849,9 +1016,11 @@ async fn resource(
             let d = delete_opts(&q, &body)?;
             let out = ctx.store.write(|g| g.delete(&t.def, &ns, name, &d))?;
             Ok(match out {
-                DeleteOutcome::Gone(o) if !returns_deleted_object(&t.def) => {
-                    json_response(200, &status_success(&t.def, &o))
-                }
+                DeleteOutcome::Gone(o) if !returns_deleted_object(&t.def) => json_bytes(
+                    200,
+                    crate::apierror::status_bytes(&status_success(&t.def, &o)),
+                    "application/json",
+                ),
                 DeleteOutcome::Gone(o) | DeleteOutcome::Pending(o) => {
                     json_response(200, &present(&o, &t.def, &t.version))
                 }
@@ -884,8 +1053,21 @@ pub(crate) fn selectors(q: &Query) -> ApiResult<(LabelSelector, FieldSelector)> 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
     rv: u64,
+    /// The snapshot paged through; empty in a token that resumes an expired list from the current state.
     id: String,
     off: usize,
+    /// The key (namespace, name) of the last item served: where an inconsistent continuation resumes.
+    #[serde(default)]
+    after: Option<(String, String)>,
+}
+
+/// Upstream's answer to a continue token whose consistent snapshot is gone (etcd compacted it).
+const CONTINUE_EXPIRED: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+fn encode_token(tok: &ContinueToken) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(tok).unwrap_or_default())
 }
 
 fn list(ctx: &Arc<Ctx>, t: &Target, q: &Query, render: Rendering) -> ApiResult<Response<Body>> {
@@ -915,48 +1097,72 @@ fn list(ctx: &Arc<Ctx>, t: &Target, q: &Query, render: Rendering) -> ApiResult<R
             "specifying resource version is not allowed when using continue",
         ));
     }
-    let (rv, items, offset) = if !cont.is_empty() {
-        let tok = decode_token(cont)?;
-        let mut snaps = ctx.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = snaps.get(&tok.id).filter(|s| s.rv == tok.rv) else {
-            return Err(ApiError::expired(
-                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-            ));
-        };
-        let items = s.items.clone();
-        if s.created.elapsed() > SNAPSHOT_TTL {
-            snaps.remove(&tok.id);
-        }
-        (tok.rv, items, tok.off)
-    } else {
+    let current = |after: Option<&(String, String)>| {
         let g = ctx.store.lock();
-        if !rv_param.is_empty() && rv_param != "0" {
-            let want: u64 = rv_param.parse().map_err(|_| {
-                ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}"))
-            })?;
-            if rv_match == "Exact" && want < g.rv {
-                // History is kept as a change log, not as snapshots, so only the current state can be listed.
-                return Err(ApiError::expired(format!(
-                    "too old resource version: {want} ({})",
-                    g.rv
-                )));
-            }
-            if want > g.rv {
-                return Err(ApiError::timeout(format!(
-                    "Too large resource version: {want}, current: {}",
-                    g.rv
-                )));
-            }
-        }
         let items: Vec<Arc<Value>> = g
             .list(&t.def, t.ns.as_deref())
             .into_iter()
             .filter(|o| {
-                ls.matches(o.pointer("/metadata/labels").and_then(Value::as_object))
+                after.is_none_or(|(ns, name)| {
+                    (meta::namespace(o), meta::name(o)) > (ns.as_str(), name.as_str())
+                }) && ls.matches(o.pointer("/metadata/labels").and_then(Value::as_object))
                     && fs.matches(o)
             })
             .collect();
-        (g.rv, Arc::new(items), 0)
+        (g.rv, Arc::new(items))
+    };
+    let tok = if cont.is_empty() {
+        None
+    } else {
+        Some(decode_token(cont)?)
+    };
+    let (rv, items, offset) = match &tok {
+        Some(tok) if !tok.id.is_empty() => {
+            let mut snaps = ctx.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            let live = snaps
+                .get(&tok.id)
+                .filter(|s| s.rv == tok.rv && s.created.elapsed() <= ctx.continue_ttl);
+            let Some(s) = live else {
+                snaps.remove(&tok.id);
+                let mut e = ApiError::expired(CONTINUE_EXPIRED);
+                e.continue_token = Some(encode_token(&ContinueToken {
+                    rv: 0,
+                    id: String::new(),
+                    off: 0,
+                    after: tok.after.clone(),
+                }));
+                return Err(e);
+            };
+            (tok.rv, s.items.clone(), tok.off)
+        }
+        // An inconsistent continuation: the current state, after the last key served.
+        Some(tok) => {
+            let (rv, items) = current(tok.after.as_ref());
+            (rv, items, 0)
+        }
+        None => {
+            if !rv_param.is_empty() && rv_param != "0" {
+                let g = ctx.store.lock();
+                let want: u64 = rv_param.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}"))
+                })?;
+                if rv_match == "Exact" && want < g.rv {
+                    // History is kept as a change log, not as snapshots, so only the current state can be listed.
+                    return Err(ApiError::expired(format!(
+                        "too old resource version: {want} ({})",
+                        g.rv
+                    )));
+                }
+                if want > g.rv {
+                    return Err(ApiError::timeout(format!(
+                        "Too large resource version: {want}, current: {}",
+                        g.rv
+                    )));
+                }
+            }
+            let (rv, items) = current(None);
+            (rv, items, 0)
+        }
     };
     let end = if limit > 0 {
         (offset + limit).min(items.len())
@@ -966,12 +1172,12 @@ fn list(ctx: &Arc<Ctx>, t: &Target, q: &Query, render: Rendering) -> ApiResult<R
     let page = &items[offset.min(items.len())..end];
     let mut list_meta = json!({"resourceVersion": rv.to_string()});
     if end < items.len() {
-        let id = match decode_token(cont) {
-            Ok(t) => t.id,
-            Err(_) => {
+        let id = match tok.as_ref().filter(|t| !t.id.is_empty()) {
+            Some(t) => t.id.clone(),
+            None => {
                 let id = uuid::Uuid::new_v4().simple().to_string();
                 let mut snaps = ctx.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-                snaps.retain(|_, s| s.created.elapsed() < SNAPSHOT_TTL);
+                snaps.retain(|_, s| s.created.elapsed() < ctx.continue_ttl);
                 if snaps.len() >= SNAPSHOT_SLOTS
                     && let Some(oldest) = snaps
                         .iter()
@@ -991,18 +1197,19 @@ fn list(ctx: &Arc<Ctx>, t: &Target, q: &Query, render: Rendering) -> ApiResult<R
                 id
             }
         };
-        let tok = ContinueToken { rv, id, off: end };
-        use base64::Engine;
-        list_meta["continue"] = json!(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(serde_json::to_vec(&tok).unwrap_or_default())
-        );
+        let after = page
+            .last()
+            .map(|o| (meta::namespace(o).to_string(), meta::name(o).to_string()));
+        list_meta["continue"] = json!(encode_token(&ContinueToken {
+            rv,
+            id,
+            off: end,
+            after,
+        }));
         if ls.is_empty() && fs.is_empty() {
             list_meta["remainingItemCount"] = json!(items.len() - end);
         }
-    } else if !cont.is_empty()
-        && let Ok(tok) = decode_token(cont)
-    {
+    } else if let Some(tok) = tok.as_ref().filter(|t| !t.id.is_empty()) {
         ctx.snapshots
             .lock()
             .unwrap_or_else(|p| p.into_inner())

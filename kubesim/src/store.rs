@@ -241,6 +241,22 @@ impl Store {
                 ..Default::default()
             },
         );
+        // The bootstrap RBAC policy kube-apiserver reconciles at every start.
+        for (plural, obj) in crate::rbac::bootstrap_objects() {
+            let def = g.def(crate::rbac::RBAC_GROUP, plural);
+            let r = g.create(
+                &def,
+                None,
+                obj,
+                &WriteOpts {
+                    manager: "kube-apiserver".into(),
+                    ..Default::default()
+                },
+            );
+            if let Err(e) = r {
+                tracing::error!(error = %e.message, "bootstrap RBAC object refused");
+            }
+        }
         let node_def = g.def("", "nodes");
         let _ = g.create(
             &node_def,
@@ -351,6 +367,25 @@ impl Inner {
                 .collect(),
             _ => b.values().cloned().collect(),
         }
+    }
+
+    /// Objects of a resource in one namespace or all, borrowed, in the same order as [`Inner::list`].
+    pub(crate) fn iter<'a>(
+        &'a self,
+        def: &ResourceDef,
+        ns: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Arc<Value>> + 'a {
+        let namespaced = def.namespaced;
+        self.objects.get(&def.key()).into_iter().flat_map(move |b| {
+            let range: Box<dyn Iterator<Item = (&'a ObjKey, &'a Arc<Value>)> + 'a> = match ns {
+                Some(ns) if namespaced => Box::new(
+                    b.range((ns.to_string(), String::new())..)
+                        .take_while(move |((n, _), _)| n == ns),
+                ),
+                _ => Box::new(b.iter()),
+            };
+            range.map(|(_, v)| v)
+        })
     }
 
     /// Number of stored objects across all resources.
@@ -587,7 +622,9 @@ impl Inner {
             }
             md.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             md.insert("creationTimestamp".into(), json!(now));
-            md.insert("generation".into(), json!(1));
+            if defaults::has_generation(def) {
+                md.insert("generation".into(), json!(1));
+            }
             if !managed_by_apply {
                 md.remove("managedFields");
             }
@@ -603,6 +640,7 @@ impl Inner {
             body["status"] = st;
         }
         defaults::apply_defaults(def, &mut body);
+        defaults::on_create(def, &mut body);
         if def.group.is_empty() && def.plural == "pods" {
             defaults::admit_pod(&mut body);
         }
@@ -734,8 +772,117 @@ impl Inner {
                     spec.entry("ipFamilies").or_insert(json!(["IPv4"]));
                     spec.entry("ipFamilyPolicy").or_insert(json!("SingleStack"));
                 }
+                self.allocate_node_ports(def, old, body, &ty)?;
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// The default NodePort range of kube-apiserver (`--service-node-port-range`).
+    const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
+
+    /// Gives each port of a NodePort or LoadBalancer Service a `nodePort`: the one asked for (in range and not
+    /// held by another Service), the one it had before, or a free one at random; other types may not set one.
+    fn allocate_node_ports(
+        &self,
+        def: &ResourceDef,
+        old: Option<&Value>,
+        body: &mut Value,
+        ty: &str,
+    ) -> ApiResult<()> {
+        let (ns, name) = (
+            meta::namespace(body).to_string(),
+            meta::name(body).to_string(),
+        );
+        let needs = ty == "NodePort" || ty == "LoadBalancer";
+        let invalid = |field: String, reason: &'static str, msg: String| {
+            ApiError::invalid(&def.kind, &def.group, &name, &[(field, reason, msg)])
+        };
+        let Some(ports) = body
+            .pointer_mut("/spec/ports")
+            .and_then(Value::as_array_mut)
+        else {
+            return Ok(());
+        };
+        if !needs {
+            for (i, p) in ports.iter().enumerate() {
+                if p.get("nodePort")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|n| n != 0)
+                {
+                    return Err(invalid(
+                        format!("spec.ports[{i}].nodePort"),
+                        "FieldValueForbidden",
+                        format!("Forbidden: may not be used when `type` is '{ty}'"),
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        let mut used: std::collections::HashSet<i64> = self
+            .list(def, None)
+            .iter()
+            .filter(|o| !(meta::namespace(o) == ns && meta::name(o) == name))
+            .flat_map(|o| {
+                o.pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let before = |p: &Value| -> Option<i64> {
+            old?.pointer("/spec/ports")?
+                .as_array()?
+                .iter()
+                .find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"))?
+                .get("nodePort")?
+                .as_i64()
+        };
+        for (i, p) in ports.iter_mut().enumerate() {
+            let asked = p
+                .get("nodePort")
+                .and_then(Value::as_i64)
+                .filter(|n| *n != 0);
+            let port = match asked.or_else(|| before(p)) {
+                Some(n) => {
+                    if !Self::NODE_PORTS.contains(&n) {
+                        return Err(invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            "FieldValueInvalid",
+                            format!(
+                                "Invalid value: {n}: provided port is not in the valid range. The range of valid ports is 30000-32767"
+                            ),
+                        ));
+                    }
+                    if used.contains(&n) {
+                        return Err(invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            "FieldValueInvalid",
+                            format!("Invalid value: {n}: provided port is already allocated"),
+                        ));
+                    }
+                    n
+                }
+                None => {
+                    let free = Self::NODE_PORTS.count() - used.len();
+                    if free == 0 {
+                        return Err(ApiError::internal(
+                            "failed to allocate a nodePort: range is full",
+                        ));
+                    }
+                    loop {
+                        let n = rand::random_range(Self::NODE_PORTS);
+                        if !used.contains(&n) {
+                            break n;
+                        }
+                    }
+                }
+            };
+            used.insert(port);
+            p["nodePort"] = json!(port);
         }
         Ok(())
     }
@@ -926,7 +1073,7 @@ impl Inner {
         }
         new["apiVersion"] = json!(def.api_version(def.storage_version()));
         new["kind"] = json!(def.kind);
-        if scope == Scope::Main {
+        if scope != Scope::Status {
             defaults::apply_defaults(def, &mut new);
         }
         self.kind_hooks_on_write(def, Some(&old), &mut new, &now)?;
@@ -934,7 +1081,7 @@ impl Inner {
         validate::validate_metadata(def, &name, &new)?;
         validate::validate_selector(def, &name, &new)?;
         validate::validate_update(def, &name, &old, &new)?;
-        if !meta::spec_part_eq(&old, &new) {
+        if defaults::has_generation(def) && !meta::spec_part_eq(&old, &new) {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)

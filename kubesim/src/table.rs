@@ -292,6 +292,8 @@ enum Builtin {
     Lease,
     PodDisruptionBudget,
     CustomResourceDefinition,
+    StorageClass,
+    PersistentVolume,
 }
 
 fn builtin(group: &str, kind: &str) -> Option<Builtin> {
@@ -319,6 +321,8 @@ fn builtin(group: &str, kind: &str) -> Option<Builtin> {
         ("apiextensions.k8s.io", "customresourcedefinition" | "customresourcedefinitions") => {
             Builtin::CustomResourceDefinition
         }
+        ("storage.k8s.io", "storageclass" | "storageclasses") => Builtin::StorageClass,
+        ("", "persistentvolume" | "persistentvolumes") => Builtin::PersistentVolume,
         _ => return None,
     };
     Some(b)
@@ -544,6 +548,67 @@ impl Builtin {
                 age_col(),
                 c("VolumeMode", "string", 1, "Filesystem or Block."),
             ],
+            Builtin::StorageClass => vec![
+                name_col(),
+                c(
+                    "Provisioner",
+                    "string",
+                    0,
+                    "The volume plugin that provisions volumes.",
+                ),
+                c(
+                    "ReclaimPolicy",
+                    "string",
+                    0,
+                    "What happens to released volumes.",
+                ),
+                c(
+                    "VolumeBindingMode",
+                    "string",
+                    0,
+                    "When claims are bound and provisioned.",
+                ),
+                c(
+                    "AllowVolumeExpansion",
+                    "string",
+                    0,
+                    "Whether volumes can be expanded.",
+                ),
+                age_col(),
+            ],
+            Builtin::PersistentVolume => vec![
+                name_col(),
+                c("Capacity", "string", 0, "The storage of the volume."),
+                c(
+                    "Access Modes",
+                    "string",
+                    0,
+                    "The access modes of the volume.",
+                ),
+                c(
+                    "Reclaim Policy",
+                    "string",
+                    0,
+                    "What happens to the volume when released.",
+                ),
+                c("Status", "string", 0, "The phase of the volume."),
+                c("Claim", "string", 0, "The claim bound to the volume."),
+                c(
+                    "StorageClass",
+                    "string",
+                    0,
+                    "The storage class of the volume.",
+                ),
+                c(
+                    "VolumeAttributesClass",
+                    "string",
+                    0,
+                    "The attributes class of the volume.",
+                ),
+                c("Reason", "string", 0, "Why the volume is in its phase."),
+                age_col(),
+                c("VolumeMode", "string", 1, "Filesystem or Block."),
+            ],
             Builtin::Job => vec![
                 name_col(),
                 c("Status", "string", 0, "Status of the job."),
@@ -718,6 +783,33 @@ impl Builtin {
             }
             Builtin::ServiceAccount => vec![name, arr_at(o, "/secrets").len().into(), age].into(),
             Builtin::PersistentVolumeClaim => pvc_row(o, name, age),
+            Builtin::StorageClass => {
+                let default = [
+                    "storageclass.kubernetes.io~1is-default-class",
+                    "storageclass.beta.kubernetes.io~1is-default-class",
+                ]
+                .iter()
+                .any(|a| str_at(o, &format!("/metadata/annotations/{a}")) == "true");
+                let name = if default {
+                    format!("{} (default)", str_at(o, "/metadata/name")).into()
+                } else {
+                    name
+                };
+                vec![
+                    name,
+                    str_at(o, "/provisioner").into(),
+                    non_empty(str_at(o, "/reclaimPolicy"))
+                        .unwrap_or("Delete")
+                        .into(),
+                    non_empty(str_at(o, "/volumeBindingMode"))
+                        .unwrap_or("Immediate")
+                        .into(),
+                    bool_at(o, "/allowVolumeExpansion").into(),
+                    age,
+                ]
+                .into()
+            }
+            Builtin::PersistentVolume => pv_row(o, name, age),
             Builtin::Job => job_row(o, name, age, now),
             Builtin::CronJob => {
                 let (names, images) =
@@ -1078,6 +1170,61 @@ fn node_row(o: &Value, name: Value, age: Value) -> Row {
     .into()
 }
 
+/// Access modes as kubectl abbreviates them, in upstream's order.
+fn access_modes(list: &[Value]) -> String {
+    let modes: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+    let abbreviated: Vec<&str> = [
+        ("ReadWriteOnce", "RWO"),
+        ("ReadOnlyMany", "ROX"),
+        ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP"),
+    ]
+    .iter()
+    .filter(|(full, _)| modes.contains(full))
+    .map(|(_, short)| *short)
+    .collect();
+    abbreviated.join(",")
+}
+
+fn pv_row(o: &Value, name: Value, age: Value) -> Row {
+    let phase = if has_value(o, "/metadata/deletionTimestamp") {
+        "Terminating"
+    } else {
+        str_at(o, "/status/phase")
+    };
+    let claim = if has_value(o, "/spec/claimRef") {
+        format!(
+            "{}/{}",
+            str_at(o, "/spec/claimRef/namespace"),
+            str_at(o, "/spec/claimRef/name")
+        )
+    } else {
+        String::new()
+    };
+    let class = o
+        .pointer("/metadata/annotations/volume.beta.kubernetes.io~1storage-class")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| str_at(o, "/spec/storageClassName"));
+    vec![
+        name,
+        str_at(o, "/spec/capacity/storage").into(),
+        access_modes(arr_at(o, "/spec/accessModes")).into(),
+        str_at(o, "/spec/persistentVolumeReclaimPolicy").into(),
+        phase.into(),
+        claim.into(),
+        class.into(),
+        non_empty(str_at(o, "/spec/volumeAttributesClassName"))
+            .unwrap_or("<unset>")
+            .into(),
+        str_at(o, "/status/reason").into(),
+        age,
+        non_empty(str_at(o, "/spec/volumeMode"))
+            .unwrap_or("<unset>")
+            .into(),
+    ]
+    .into()
+}
+
 fn pvc_row(o: &Value, name: Value, age: Value) -> Row {
     let phase = if has_value(o, "/metadata/deletionTimestamp") {
         "Terminating"
@@ -1089,23 +1236,9 @@ fn pvc_row(o: &Value, name: Value, age: Value) -> Row {
     let (capacity, modes) = if volume.is_empty() {
         (String::new(), String::new())
     } else {
-        let modes: Vec<&str> = arr_at(o, "/status/accessModes")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        let abbreviated: Vec<&str> = [
-            ("ReadWriteOnce", "RWO"),
-            ("ReadOnlyMany", "ROX"),
-            ("ReadWriteMany", "RWX"),
-            ("ReadWriteOncePod", "RWOP"),
-        ]
-        .iter()
-        .filter(|(full, _)| modes.contains(full))
-        .map(|(_, short)| *short)
-        .collect();
         (
             str_at(o, "/status/capacity/storage").to_string(),
-            abbreviated.join(","),
+            access_modes(arr_at(o, "/status/accessModes")),
         )
     };
     // The beta annotation still takes precedence over the field, as in the apiserver's helper.

@@ -27,7 +27,15 @@ fn needs_label(def: &ResourceDef) -> bool {
 
 /// Validates `metadata.name` the way apimachinery's `ValidateObjectMeta` does.
 pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Result<(), ApiError> {
-    let (ok, msg) = if needs_label(def) {
+    let (ok, msg) = if def.group == "rbac.authorization.k8s.io" {
+        // RBAC names are path segments (`ValidateRBACName`), so `system:discovery` is a valid ClusterRole name.
+        match name {
+            "." | ".." => (false, "may not be '.' or '..'"),
+            _ if name.contains('/') => (false, "may not contain '/'"),
+            _ if name.contains('%') => (false, "may not contain '%'"),
+            _ => (!name.is_empty(), "name or generateName is required"),
+        }
+    } else if needs_label(def) {
         (
             is_dns1123_label(name),
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
@@ -459,6 +467,19 @@ pub(crate) fn validate_update(
                     "immutable",
                     "field is immutable when `immutable` is set",
                 );
+            }
+        }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+            let (o, n) = (spec(old, "/roleRef"), spec(new, "/roleRef"));
+            if !semantic_eq(o.as_ref(), n.as_ref()) {
+                causes.push((
+                    "roleRef".into(),
+                    "FieldValueInvalid",
+                    format!(
+                        "Invalid value: {}: cannot change roleRef",
+                        shown(n.as_ref())
+                    ),
+                ));
             }
         }
         ("", "persistentvolumeclaims") => {

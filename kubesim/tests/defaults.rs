@@ -275,3 +275,160 @@ async fn the_other_built_in_kinds_are_served() {
         assert!(discovery.get(group).is_some(), "{group}");
     }
 }
+
+#[tokio::test]
+async fn generation_job_selectors_node_ports_and_scale_managed_fields() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{Patch, PatchParams};
+    let s = common::start().await;
+    let ns = "default";
+
+    // metadata.generation only where upstream's strategy keeps one.
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), ns);
+    let cm = cms
+        .create(
+            &PostParams::default(),
+            &from(json!({"metadata": {"name": "plain"}, "data": {"a": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        cm.metadata.generation, None,
+        "ConfigMaps have no generation"
+    );
+    let cm = cms
+        .patch(
+            "plain",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"a": "2"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cm.metadata.generation, None);
+    let deps: Api<Deployment> = Api::namespaced(s.client.clone(), ns);
+    let dep = deps
+        .create(
+            &PostParams::default(),
+            &from(json!({"metadata": {"name": "web"}, "spec": {"replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dep.metadata.generation, Some(1));
+
+    // Writes through /scale are recorded with subresource: scale.
+    let scaled = deps
+        .patch_scale(
+            "web",
+            &PatchParams::apply("autoscaler"),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scaled.spec.unwrap().replicas, Some(3));
+    let dep = deps.get("web").await.unwrap();
+    let entry = dep
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .find(|m| m.manager.as_deref() == Some("autoscaler"))
+        .expect("the scaler's entry");
+    assert_eq!(entry.subresource.as_deref(), Some("scale"));
+    assert_eq!(entry.operation.as_deref(), Some("Update"));
+    assert_eq!(
+        entry.fields_v1.unwrap().0,
+        json!({"f:spec": {"f:replicas": {}}})
+    );
+    assert_eq!(dep.metadata.generation, Some(2));
+
+    // A Job gets its selector and template labels from its uid.
+    let jobs: Api<Job> = Api::namespaced(s.client.clone(), ns);
+    let job = jobs
+        .create(
+            &PostParams::default(),
+            &from(
+                json!({"metadata": {"name": "once"}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let uid = job.metadata.uid.clone().unwrap();
+    let spec = job.spec.unwrap();
+    assert_eq!(
+        spec.selector.unwrap().match_labels.unwrap(),
+        std::collections::BTreeMap::from([(
+            "batch.kubernetes.io/controller-uid".to_string(),
+            uid.clone()
+        )])
+    );
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    for (k, v) in [
+        ("batch.kubernetes.io/controller-uid", uid.as_str()),
+        ("controller-uid", uid.as_str()),
+        ("batch.kubernetes.io/job-name", "once"),
+        ("job-name", "once"),
+    ] {
+        assert_eq!(labels.get(k).map(String::as_str), Some(v), "{k}");
+    }
+
+    // NodePort Services get a node port in range; a taken, out-of-range or misplaced one is refused.
+    let svcs: Api<Service> = Api::namespaced(s.client.clone(), ns);
+    let svc = svcs
+        .create(
+            &PostParams::default(),
+            &from(json!({"metadata": {"name": "np"}, "spec": {"type": "NodePort",
+                "selector": {"app": "web"}, "ports": [{"port": 80}, {"name": "b", "port": 81, "nodePort": 31000}]}})),
+        )
+        .await
+        .unwrap();
+    let ports = svc.spec.unwrap().ports.unwrap();
+    let first = ports[0].node_port.expect("a node port was allocated");
+    assert!((30000..=32767).contains(&first), "{first}");
+    assert_eq!(ports[1].node_port, Some(31000));
+    let refused = |body: Value| {
+        let svcs = svcs.clone();
+        async move {
+            match svcs.create(&PostParams::default(), &from(body)).await {
+                Err(kube::Error::Api(e)) => (e.code, e.message),
+                other => panic!("expected a 422, got {other:?}"),
+            }
+        }
+    };
+    assert_eq!(
+        refused(json!({"metadata": {"name": "taken"}, "spec": {"type": "NodePort",
+            "ports": [{"port": 80, "nodePort": 31000}]}}))
+        .await,
+        (422, "Service \"taken\" is invalid: spec.ports[0].nodePort: Invalid value: 31000: provided port is already allocated".to_string())
+    );
+    assert_eq!(
+        refused(json!({"metadata": {"name": "low"}, "spec": {"type": "NodePort",
+            "ports": [{"port": 80, "nodePort": 80}]}}))
+        .await,
+        (422, "Service \"low\" is invalid: spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767".to_string())
+    );
+    assert_eq!(
+        refused(
+            json!({"metadata": {"name": "cip"}, "spec": {"type": "ClusterIP",
+            "ports": [{"port": 80, "nodePort": 30500}]}})
+        )
+        .await
+        .0,
+        422
+    );
+    // An update keeps the allocated port.
+    let again = svcs
+        .patch(
+            "np",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.spec.unwrap().ports.unwrap()[0].node_port, Some(first));
+    s.sim.shutdown().await;
+}

@@ -464,6 +464,218 @@ async fn kubectl_rollout_status_waits_for_a_statefulset() {
 }
 
 #[tokio::test]
+async fn kubectl_auth_whoami_can_i_and_service_account_tokens_under_rbac() {
+    // kubectl sends credentials only over TLS, so RBAC is tried as a user would run it: --tls --authorization rbac.
+    let s = common::start_with(kubesim::Options {
+        authorization: kubesim::Authorization::Rbac,
+        tls: true,
+        ..Default::default()
+    })
+    .await;
+    assert!(s.sim.url().starts_with("https://"));
+    let k = Kubectl::new(&s.sim);
+    let me = k.ok(&["auth", "whoami"], None).await;
+    assert!(
+        me.contains("kubesim-admin") && me.contains("system:masters"),
+        "{me}"
+    );
+    assert_eq!(
+        k.ok(&["auth", "can-i", "delete", "nodes"], None)
+            .await
+            .trim(),
+        "yes"
+    );
+    k.ok(&["create", "namespace", "team"], None).await;
+    k.ok(&["create", "serviceaccount", "ci", "-n", "team"], None)
+        .await;
+    let token = k.ok(&["create", "token", "ci", "-n", "team"], None).await;
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let as_ci = |args: &[&str]| {
+        let mut v = vec![format!("--token={token}")];
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| {
+        let k = &k;
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            k.run(&refs, None).await
+        }
+    };
+    let who = run(as_ci(&["auth", "whoami"])).await;
+    assert_eq!(who.code, 0, "{}", who.stderr);
+    assert!(who.stdout.contains("system:serviceaccount:team:ci"));
+    assert!(who.stdout.contains("system:serviceaccounts:team"));
+
+    // No: the answer and the exit code; and the real request is refused in upstream's words.
+    let no = run(as_ci(&["auth", "can-i", "list", "pods", "-n", "team"])).await;
+    assert_eq!((no.code, no.stdout.trim()), (1, "no"));
+    let denied = run(as_ci(&["get", "pods", "-n", "team"])).await;
+    assert_ne!(denied.code, 0);
+    assert!(
+        denied.stderr.contains(
+            "Error from server (Forbidden): pods is forbidden: User \"system:serviceaccount:team:ci\" cannot list resource \"pods\" in API group \"\" in the namespace \"team\""
+        ),
+        "{}",
+        denied.stderr
+    );
+
+    // Yes, once bound to view; view still does not delete.
+    k.ok(
+        &[
+            "create",
+            "rolebinding",
+            "ci-view",
+            "--clusterrole=view",
+            "--serviceaccount=team:ci",
+            "-n",
+            "team",
+        ],
+        None,
+    )
+    .await;
+    let yes = run(as_ci(&["auth", "can-i", "list", "pods", "-n", "team"])).await;
+    assert_eq!((yes.code, yes.stdout.trim()), (0, "yes"));
+    let listed = run(as_ci(&["get", "pods", "-n", "team"])).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let impersonated = k
+        .run(
+            &[
+                "auth",
+                "can-i",
+                "delete",
+                "pods",
+                "-n",
+                "team",
+                "--as=system:serviceaccount:team:ci",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!((impersonated.code, impersonated.stdout.trim()), (1, "no"));
+    let rules = run(as_ci(&["auth", "can-i", "--list", "-n", "team"])).await;
+    assert!(
+        rules
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("pods ") && l.contains("[get list watch]")),
+        "{}",
+        rules.stdout
+    );
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_explain_and_the_storage_printers() {
+    let s = common::start().await;
+    let k = Kubectl::new(&s.sim);
+    let explain = k.ok(&["explain", "deployment.spec.strategy"], None).await;
+    for want in [
+        "GROUP:      apps",
+        "KIND:       Deployment",
+        "FIELD: strategy <DeploymentStrategy>",
+        "rollingUpdate\t<RollingUpdateDeployment>",
+        "type\t<string>",
+    ] {
+        assert!(explain.contains(want), "{want:?} in:\n{explain}");
+    }
+    let image = k.ok(&["explain", "pod.spec.containers.image"], None).await;
+    assert!(image.contains("Container image name."), "{image}");
+    let recursive = k
+        .ok(&["explain", "statefulset.spec", "--recursive"], None)
+        .await;
+    assert!(
+        recursive.contains("volumeClaimTemplates") && recursive.contains("podManagementPolicy"),
+        "{recursive}"
+    );
+    let missing = k.run(&["explain", "deployment.spec.nonsense"], None).await;
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("nonsense"), "{}", missing.stderr);
+
+    // StorageClasses and PersistentVolumes print upstream's columns.
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(
+            r#"apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: fast
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubesim.io/hostpath
+volumeBindingMode: WaitForFirstConsumer
+allowVolumeExpansion: true
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-1}
+spec:
+  capacity: {storage: 5Gi}
+  accessModes: [ReadWriteOnce, ReadOnlyMany]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: fast
+  hostPath: {path: /tmp/pv-1}
+"#,
+        ),
+    )
+    .await;
+    let sc = k.ok(&["get", "sc"], None).await;
+    let mut lines = sc.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "PROVISIONER",
+            "RECLAIMPOLICY",
+            "VOLUMEBINDINGMODE",
+            "ALLOWVOLUMEEXPANSION",
+            "AGE"
+        ]
+    );
+    let fast: Vec<&str> = sc
+        .lines()
+        .find(|l| l.starts_with("fast"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &fast[..6],
+        [
+            "fast",
+            "(default)",
+            "kubesim.io/hostpath",
+            "Delete",
+            "WaitForFirstConsumer",
+            "true"
+        ]
+    );
+    let pv = k.ok(&["get", "pv"], None).await;
+    let header: Vec<&str> = pv.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "CAPACITY",
+            "ACCESS",
+            "MODES",
+            "RECLAIM",
+            "POLICY",
+            "STATUS",
+            "CLAIM",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "REASON",
+            "AGE"
+        ]
+    );
+    let row: Vec<&str> = pv.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["pv-1", "5Gi", "RWO,ROX", "Retain"]);
+    assert!(row.contains(&"fast") && row.contains(&"<unset>"), "{row:?}");
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn kubectl_generators_send_protobuf_and_are_understood() {
     let s = common::start().await;
     let k = Kubectl::new(&s.sim);

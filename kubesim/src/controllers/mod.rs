@@ -20,6 +20,7 @@ mod job;
 mod kubelet;
 mod namespace;
 mod podfaults;
+mod rbac;
 mod schedule;
 mod statefulset;
 mod volume;
@@ -88,6 +89,12 @@ pub(crate) fn spawn(store: Arc<Store>, shutdown: watch::Receiver<bool>, opts: &c
         &store,
         &shutdown,
         endpoints::EndpointsController::new(services, pods.clone(), endpoints, slices),
+    );
+    let cluster_roles = store.lock().def(crate::rbac::RBAC_GROUP, "clusterroles");
+    run_in_task(
+        &store,
+        &shutdown,
+        rbac::AggregationController::new(cluster_roles),
     );
     let daemonsets = store.lock().def("apps", "daemonsets");
     run_in_task(

@@ -16,20 +16,8 @@ use crate::store::{Event, EventType, Inner, ObjKey};
 /// The ConfigMap the root CA publisher keeps in every namespace.
 pub(crate) const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 
-/// The CA bundle published as `ca.crt`. kubesim serves plain HTTP, so this self-signed certificate signs
-/// nothing; it is a well-formed PEM so that clients which load the bundle (in-cluster configs) parse it.
-pub(crate) const ROOT_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
-MIIBgDCCASWgAwIBAgIUOOEG9U7hlzBzDzzKhqc/fP8nFlYwCgYIKoZIzj0EAwIw
-FTETMBEGA1UEAwwKa3ViZXNpbS1jYTAeFw0yNjEyMDIwMDUwNDhaFw0zNjExMjkw
-MDUwNDhaMBUxEzARBgNVBAMMCmt1YmVzaW0tY2EwWTATBgcqhkjOPQIBBggqhkjO
-PQMBBwNCAAQUXNEos1Dc+oV/3z6vrZkua4yv381yhvF6oJdnHCvh+7QGr/j/SGdv
-Y3x+aAof4JI32uXq1+r0q5Ca8LhnUyono1MwUTAdBgNVHQ4EFgQUOKsfriFKYfVE
-RbGGB94jOqXfclowHwYDVR0jBBgwFoAUOKsfriFKYfVERbGGB94jOqXfclowDwYD
-VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEA/AGLkbbQqfRv9UE5NBAn
-9kdh3JERB/ywMdq+1ayTmX4CIQDakyIM0e0axpTe0RUln5+uXWIlNCp/O4GXn/R3
-6+Jeqw==
------END CERTIFICATE-----
-";
+/// The CA bundle published as `ca.crt`: the CA that signs kubesim's serving certificate (`--tls`).
+pub(crate) const ROOT_CA_PEM: &str = crate::tls::CA_PEM;
 
 /// Keeps each namespace's `default` ServiceAccount and `kube-root-ca.crt` ConfigMap.
 pub(crate) struct NamespaceController {

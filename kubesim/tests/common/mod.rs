@@ -16,9 +16,15 @@ pub async fn start() -> Sim {
     start_with(kubesim::Options::default()).await
 }
 
+/// Starts kubesim; the client is built from its kubeconfig, as a user's would be (the admin token, and
+/// kubesim's CA with `tls`).
 pub async fn start_with(opts: kubesim::Options) -> Sim {
     let sim = kubesim::start(opts).await.expect("kubesim starts");
-    let client = client_for(&sim.url());
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).expect("kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config from kubeconfig");
+    let client = Client::try_from(cfg).expect("client");
     Sim { sim, client }
 }
 
