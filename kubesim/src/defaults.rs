@@ -303,6 +303,10 @@ pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
                     "updateStrategy",
                     json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
                 );
+                // An empty strategy (what protobuf clients send for the Go zero struct) is defaulted too.
+                if let Some(u) = obj_at(s, "updateStrategy") {
+                    default(u, "type", json!("RollingUpdate"));
+                }
                 if let Some(u) = obj_at(s, "updateStrategy")
                     && u.get("type").and_then(Value::as_str) == Some("RollingUpdate")
                 {
@@ -342,6 +346,9 @@ pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
                     "strategy",
                     json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
                 );
+                if let Some(st) = obj_at(s, "strategy") {
+                    default(st, "type", json!("RollingUpdate"));
+                }
                 if let Some(st) = obj_at(s, "strategy")
                     && st.get("type").and_then(Value::as_str) == Some("RollingUpdate")
                 {
@@ -360,6 +367,19 @@ pub(crate) fn apply_defaults(def: &ResourceDef, o: &mut Value) {
             if let Some(s) = obj(o, "spec") {
                 if def.plural == "replicasets" {
                     default(s, "replicas", json!(1));
+                } else {
+                    default(s, "updateStrategy", json!({}));
+                    if let Some(u) = obj_at(s, "updateStrategy") {
+                        default(u, "type", json!("RollingUpdate"));
+                        if u.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+                            let r = u.entry("rollingUpdate").or_insert_with(|| json!({}));
+                            if let Some(r) = r.as_object_mut() {
+                                default(r, "maxUnavailable", json!(1));
+                                default(r, "maxSurge", json!(0));
+                            }
+                        }
+                    }
+                    default(s, "revisionHistoryLimit", json!(10));
                 }
                 template(s);
             }
@@ -514,6 +534,14 @@ mod tests {
             "template": {"spec": {"containers": [{"name": "c", "image": "x:1"}]}}}});
         apply_defaults(&def("apps", "statefulsets"), &mut s);
         assert_eq!(s["spec"]["updateStrategy"]["rollingUpdate"]["partition"], 0);
+        // The Go zero struct, as kubectl's protobuf generators send it.
+        let mut d = json!({"spec": {"strategy": {},
+            "template": {"spec": {"containers": [{"name": "c", "image": "x:1"}]}}}});
+        apply_defaults(&def("apps", "deployments"), &mut d);
+        assert_eq!(
+            d["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+        );
     }
 
     #[test]

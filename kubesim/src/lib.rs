@@ -77,6 +77,8 @@ pub struct Options {
     /// How long the continue tokens of a paginated list stay valid; after it they get 410 Expired with a token that
     /// resumes the list inconsistently, as upstream's do once etcd compacts (every five minutes by default).
     pub continue_ttl: Duration,
+    /// How long an Event lives after it was last written (kube-apiserver's `--event-ttl`).
+    pub event_ttl: Duration,
     /// How requests are authorized: every request allowed (the default), or by RBAC.
     pub authorization: Authorization,
     /// Serve HTTPS with kubesim's own certificate (for `localhost`, `127.0.0.1`, `::1` and the in-cluster
@@ -132,6 +134,7 @@ impl Default for Options {
             // About what a small image takes to start on a warm node; short enough for an interactive --dev.
             ready_delay: Duration::from_secs(1),
             continue_ttl: Duration::from_secs(300),
+            event_ttl: Duration::from_secs(3600),
             authorization: Authorization::AlwaysAllow,
             admin_token: None,
             tls: false,

@@ -41,6 +41,9 @@ struct Args {
     /// etcd compaction).
     #[arg(long, env = "KUBESIM_CONTINUE_TTL", default_value = "5m", value_parser = parse_delay)]
     continue_ttl: Duration,
+    /// How long Events live after they were last written, e.g. 60m or 3600s.
+    #[arg(long, env = "KUBESIM_EVENT_TTL", default_value = "60m", value_parser = parse_delay)]
+    event_ttl: Duration,
     /// Serve HTTPS with kubesim's own certificate; the kubeconfig written trusts its CA. kubectl sends tokens
     /// only over TLS, so use this with --authorization rbac.
     #[arg(long, env = "KUBESIM_TLS")]
@@ -75,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         admin_token: args.admin_token,
         tls: args.tls,
         continue_ttl: args.continue_ttl,
+        event_ttl: args.event_ttl,
     })
     .await?;
     if args.authorization == kubesim::Authorization::Rbac && !args.tls {

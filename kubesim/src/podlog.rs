@@ -2,13 +2,95 @@
 //! container's log is a few synthetic lines built from its status (started, ready, restarted, terminated), so
 //! `kubectl logs` answers as it would, and refuses as upstream does for a container that never started.
 //!
-//! Simplified: `follow` returns what there is and ends; `sinceSeconds`/`sinceTime`/`limitBytes` are ignored.
+//! `follow=true` keeps the stream open and writes each new line as the container's status changes (ready,
+//! exited), ending when the followed container exits or restarts, or the pod goes away, as a kubelet's stream
+//! ends with its container. Simplified: `sinceSeconds`/`sinceTime`/`limitBytes` are ignored.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::apierror::{ApiError, ApiResult};
 use crate::controllers::str_at;
 use crate::meta;
+use crate::store::{EventType, Store};
+
+/// A `follow=true` log stream of one container.
+pub(crate) struct Follow {
+    pub pod: Arc<Value>,
+    pub container: Option<String>,
+    pub timestamps: bool,
+}
+
+impl Follow {
+    /// Writes what the container's log gains until it ends, the client goes or kubesim stops.
+    pub(crate) async fn run(
+        self,
+        store: Arc<Store>,
+        mut shutdown: watch::Receiver<bool>,
+        tx: mpsc::Sender<Bytes>,
+    ) {
+        let container = self.container.as_deref();
+        let full = |pod: &Value| log(pod, container, false, self.timestamps, None).ok();
+        let Some(mut sent) = full(&self.pod) else {
+            return;
+        };
+        let (ns, name, uid) = (
+            meta::namespace(&self.pod).to_string(),
+            meta::name(&self.pod).to_string(),
+            meta::uid(&self.pod).to_string(),
+        );
+        let mut rx = store.subscribe();
+        // Between the first read and the subscription the pod may have changed: look once more.
+        let mut recheck = true;
+        loop {
+            let pod = if recheck {
+                recheck = false;
+                let g = store.lock();
+                g.get(&g.def("", "pods"), &ns, &name).ok()
+            } else {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tx.closed() => return,
+                    ev = rx.recv() => match ev {
+                        Ok(ev) => {
+                            if ev.res.1 != "pods" || !ev.res.0.is_empty() || meta::uid(&ev.object) != uid {
+                                continue;
+                            }
+                            if ev.kind == EventType::Deleted {
+                                return;
+                            }
+                            Some(ev.object.clone())
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            recheck = true;
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            };
+            let Some(pod) = pod.filter(|p| meta::uid(p) == uid) else {
+                return;
+            };
+            let Some(now) = full(&pod) else { return };
+            // A new container instance (a restart) starts a new log: this stream ends with the old one.
+            let Some(added) = now.strip_prefix(sent.as_str()) else {
+                return;
+            };
+            if !added.is_empty() && tx.send(Bytes::from(added.to_string())).await.is_err() {
+                return;
+            }
+            let exited = now.contains(" exited with code ");
+            sent = now;
+            if exited {
+                return;
+            }
+        }
+    }
+}
 
 /// The log text of one container of `pod`, as the query (`container`, `previous`, `timestamps`, `tailLines`)
 /// asks for it.

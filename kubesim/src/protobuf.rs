@@ -8,13 +8,18 @@
 //! prost-reflect, and turned into the JSON the store keeps, following the Go types' JSON forms where they differ
 //! from the messages (times, quantities, int-or-strings, raw extensions, and zero values Go writes to the wire
 //! but omits from JSON: without that, a template sent as protobuf and the same template sent as JSON would hash
-//! differently, and `kubectl rollout undo` would make a new ReplicaSet instead of reusing the old one). Responses stay JSON, which every client that asks for protobuf also accepts.
+//! differently, and `kubectl rollout undo` would make a new ReplicaSet instead of reusing the old one).
+//!
+//! Responses are encoded the same way back ([`encode`]) when a client asks for protobuf first in `Accept` and the
+//! kind's schema is vendored; anything else is answered in JSON, which every such client also accepts.
 
 use std::sync::OnceLock;
 
 use base64::Engine as _;
+use prost::Message as _;
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, ReflectMessage as _, Value as Pb,
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind as PbKind, MapKey, MessageDescriptor,
+    ReflectMessage as _, Value as Pb,
 };
 use serde_json::{Map, Value, json};
 
@@ -174,6 +179,144 @@ fn unsupported(api_version: &str, kind: &str) -> ApiError {
     ApiError::unsupported_protobuf(&format!(
         "kubesim has no protobuf schema for {api_version} {kind}; send it as JSON"
     ))
+}
+
+/// Whether `kind` of `api_version` has a vendored schema.
+pub(crate) fn has_schema(api_version: &str, kind: &str) -> bool {
+    package(api_version).is_some_and(|pkg| {
+        pool().is_ok_and(|p| p.get_message_by_name(&format!("{pkg}.{kind}")).is_some())
+    })
+}
+
+/// The envelope of an object (or a list) in its JSON form: `None` when its kind has no vendored schema or a
+/// field cannot be represented, so that the caller answers in JSON instead.
+pub(crate) fn encode(obj: &Value) -> Option<Vec<u8>> {
+    let api_version = obj.get("apiVersion")?.as_str()?;
+    let kind = obj.get("kind")?.as_str()?;
+    let pkg = package(api_version)?;
+    let desc = pool().ok()?.get_message_by_name(&format!("{pkg}.{kind}"))?;
+    let object = from_json(&desc, obj)?;
+    let mut unknown = DynamicMessage::new(message("k8s.io.apimachinery.pkg.runtime.Unknown").ok()?);
+    let mut type_meta =
+        DynamicMessage::new(message("k8s.io.apimachinery.pkg.runtime.TypeMeta").ok()?);
+    type_meta.set_field_by_name("apiVersion", Pb::String(api_version.into()));
+    type_meta.set_field_by_name("kind", Pb::String(kind.into()));
+    unknown.set_field_by_name("typeMeta", Pb::Message(type_meta));
+    unknown.set_field_by_name("raw", Pb::Bytes(object.encode_to_vec().into()));
+    unknown.set_field_by_name("contentEncoding", Pb::String(String::new()));
+    unknown.set_field_by_name("contentType", Pb::String(String::new()));
+    let mut out = MAGIC.to_vec();
+    out.extend(unknown.encode_to_vec());
+    Some(out)
+}
+
+/// A message from its JSON form: the reverse of [`to_json`]. JSON fields the message lacks are dropped (the
+/// store keeps what clients sent; a protobuf client would not see them either).
+fn from_json(desc: &MessageDescriptor, v: &Value) -> Option<DynamicMessage> {
+    let mut msg = DynamicMessage::new(desc.clone());
+    match desc.full_name() {
+        "k8s.io.apimachinery.pkg.apis.meta.v1.Time"
+        | "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime" => {
+            let at: jiff::Timestamp = v.as_str()?.parse().ok()?;
+            msg.set_field_by_name("seconds", Pb::I64(at.as_second()));
+            msg.set_field_by_name("nanos", Pb::I32(at.subsec_nanosecond()));
+            return Some(msg);
+        }
+        "k8s.io.apimachinery.pkg.api.resource.Quantity" => {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            msg.set_field_by_name("string", Pb::String(s));
+            return Some(msg);
+        }
+        "k8s.io.apimachinery.pkg.util.intstr.IntOrString" => {
+            match v {
+                Value::String(s) => {
+                    msg.set_field_by_name("type", Pb::I64(1));
+                    msg.set_field_by_name("strVal", Pb::String(s.clone()));
+                }
+                Value::Number(n) => {
+                    msg.set_field_by_name("type", Pb::I64(0));
+                    msg.set_field_by_name("intVal", Pb::I32(i32::try_from(n.as_i64()?).ok()?));
+                }
+                _ => return None,
+            }
+            return Some(msg);
+        }
+        "k8s.io.apimachinery.pkg.runtime.RawExtension" => {
+            msg.set_field_by_name("raw", Pb::Bytes(serde_json::to_vec(v).ok()?.into()));
+            return Some(msg);
+        }
+        "k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1" => {
+            msg.set_field_by_name("Raw", Pb::Bytes(serde_json::to_vec(v).ok()?.into()));
+            return Some(msg);
+        }
+        "k8s.io.apimachinery.pkg.apis.meta.v1.Duration" => return None,
+        _ => {}
+    }
+    let obj = v.as_object()?;
+    for f in desc.fields() {
+        let Some(x) = obj.get(f.json_name()) else {
+            continue;
+        };
+        if x.is_null() {
+            continue;
+        }
+        let value = if f.is_map() {
+            let PbKind::Message(entry) = f.kind() else {
+                return None;
+            };
+            let value_field = entry.map_entry_value_field();
+            let mut m = std::collections::HashMap::new();
+            for (k, item) in x.as_object()? {
+                m.insert(
+                    MapKey::String(k.clone()),
+                    scalar_or_message(&value_field, item)?,
+                );
+            }
+            Pb::Map(m)
+        } else if f.is_list() {
+            let items = x
+                .as_array()?
+                .iter()
+                .map(|item| scalar_or_message(&f, item))
+                .collect::<Option<Vec<_>>>()?;
+            Pb::List(items)
+        } else {
+            scalar_or_message(&f, x)?
+        };
+        msg.set_field(&f, value);
+    }
+    Some(msg)
+}
+
+/// One value of field `f` (an element, for lists and maps).
+fn scalar_or_message(f: &FieldDescriptor, v: &Value) -> Option<Pb> {
+    Some(match f.kind() {
+        PbKind::Message(m) => Pb::Message(from_json(&m, v)?),
+        PbKind::String => Pb::String(match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        PbKind::Bool => Pb::Bool(v.as_bool()?),
+        PbKind::Int32 | PbKind::Sint32 | PbKind::Sfixed32 => {
+            Pb::I32(i32::try_from(v.as_i64()?).ok()?)
+        }
+        PbKind::Int64 | PbKind::Sint64 | PbKind::Sfixed64 => Pb::I64(v.as_i64()?),
+        PbKind::Uint32 | PbKind::Fixed32 => Pb::U32(u32::try_from(v.as_u64()?).ok()?),
+        PbKind::Uint64 | PbKind::Fixed64 => Pb::U64(v.as_u64()?),
+        PbKind::Double => Pb::F64(v.as_f64()?),
+        PbKind::Float => Pb::F32(v.as_f64()? as f32),
+        PbKind::Bytes => Pb::Bytes(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str()?)
+                .ok()?
+                .into(),
+        ),
+        PbKind::Enum(_) => Pb::EnumNumber(i32::try_from(v.as_i64()?).ok()?),
+    })
 }
 
 /// Integer fields that are pointers in the Go types, where 0 is a value and not "unset", so that a 0 on the wire
@@ -367,7 +510,6 @@ fn go_duration(nanos: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message as _;
 
     /// Builds an enveloped object from its message, as client-go does.
     fn envelope(api_version: &str, kind: &str, object: &DynamicMessage) -> Vec<u8> {
@@ -386,6 +528,37 @@ mod tests {
 
     fn msg(name: &str) -> DynamicMessage {
         DynamicMessage::new(message(name).unwrap())
+    }
+
+    #[test]
+    fn objects_encode_to_the_envelope_and_decode_back_to_the_same_json() {
+        let dep = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "team", "uid": "u-1", "resourceVersion": "42",
+                "generation": 3, "creationTimestamp": "2026-12-02T06:00:00Z",
+                "labels": {"app": "web"}, "annotations": {"deployment.kubernetes.io/revision": "2"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update", "apiVersion": "apps/v1",
+                    "time": "2026-12-02T06:00:00Z", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:spec": {"f:replicas": {}}}}]},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx",
+                        "resources": {"limits": {"cpu": "500m", "memory": "1Gi"}},
+                        "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}}},
+            "status": {"replicas": 2, "readyReplicas": 1, "conditions": [{"type": "Available",
+                "status": "True", "lastTransitionTime": "2026-12-02T06:00:01Z", "reason": "MinimumReplicasAvailable"}]}
+        });
+        let bytes = encode(&dep).expect("apps/v1 Deployment has a schema");
+        assert!(bytes.starts_with(MAGIC));
+        assert_eq!(decode(&bytes).unwrap(), dep);
+        let list = json!({"apiVersion": "v1", "kind": "ConfigMapList",
+            "metadata": {"resourceVersion": "7", "continue": "abc"},
+            "items": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}}]});
+        let back = decode(&encode(&list).unwrap()).unwrap();
+        assert_eq!(back["metadata"], list["metadata"]);
+        assert_eq!(back["items"][0]["data"], json!({"k": "v"}));
+        assert!(encode(&json!({"apiVersion": "example.com/v1", "kind": "Widget"})).is_none());
     }
 
     #[test]

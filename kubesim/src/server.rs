@@ -175,6 +175,29 @@ fn json_bytes(code: u16, body: Vec<u8>, content_type: &str) -> Response<Body> {
     r
 }
 
+/// Whether the client asks for protobuf first (`application/vnd.kubernetes.protobuf`, not as a Table).
+fn wants_protobuf(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .map(|c| c.replace(' ', ""))
+        .is_some_and(|c| {
+            c == crate::protobuf::MEDIA_TYPE
+                || (c.starts_with(crate::protobuf::MEDIA_TYPE) && !c.contains("as="))
+        })
+}
+
+/// An object for a response: in the protobuf envelope when the client asks for it first and the kind has a
+/// schema, in JSON otherwise.
+fn object_response(accept: &str, code: u16, v: &Value) -> Response<Body> {
+    if wants_protobuf(accept)
+        && let Some(bytes) = crate::protobuf::encode(v)
+    {
+        return json_bytes(code, bytes, crate::protobuf::MEDIA_TYPE);
+    }
+    json_response(code, v)
+}
+
 /// A JSON response; like upstream's encoder, the document ends with a newline.
 pub(crate) fn json_response(code: u16, v: &Value) -> Response<Body> {
     let mut body = serde_json::to_vec(v).unwrap_or_default();
@@ -877,7 +900,7 @@ async fn resource(
                 let wr = WatchRequest::from_query(&q, &t, render)?;
                 Ok(watch::serve(ctx.clone(), wr))
             } else {
-                list(ctx, &t, &q, render)
+                list(ctx, &t, &q, render, wants_protobuf(accept))
             }
         }
         (&Method::POST, Some(name), Some("token")) => {
@@ -895,7 +918,8 @@ async fn resource(
             let obj = ctx
                 .store
                 .write(|g| g.create(&t.def, t.ns.as_deref(), doc, &opts))?;
-            Ok(json_response(
+            Ok(object_response(
+                accept,
                 201,
                 &render_one(&obj, &t.def, &t.version, render, &q),
             ))
@@ -957,14 +981,29 @@ async fn resource(
                 flag("timestamps"),
                 tail,
             )?;
-            Ok(json_bytes(200, text.into_bytes(), "text/plain"))
+            if !flag("follow") || flag("previous") {
+                return Ok(json_bytes(200, text.into_bytes(), "text/plain"));
+            }
+            let follow = crate::podlog::Follow {
+                pod,
+                container: q.get("container").map(str::to_string),
+                timestamps: flag("timestamps"),
+            };
+            let (tx, rx) = mpsc::channel(16);
+            let _ = tx.try_send(Bytes::from(text));
+            tokio::spawn(follow.run(ctx.store.clone(), ctx.shutdown.clone(), tx));
+            let mut r = Response::new(streaming_body(rx));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            Ok(r)
         }
         (_, Some(_), Some("log")) => Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",
         )),
         (&Method::GET, Some(name), _) => {
             let obj = ctx.store.lock().get(&t.def, &ns, name)?;
-            Ok(json_response(
+            Ok(object_response(
+                accept,
                 200,
                 &render_one(&obj, &t.def, &t.version, render, &q),
             ))
@@ -982,7 +1021,8 @@ async fn resource(
             let obj = ctx
                 .store
                 .write(|g| g.replace(&t.def, &ns, name, doc, scope, &opts))?;
-            Ok(json_response(
+            Ok(object_response(
+                accept,
                 200,
                 &render_one(&obj, &t.def, &t.version, render, &q),
             ))
@@ -1022,7 +1062,7 @@ async fn resource(
                     "application/json",
                 ),
                 DeleteOutcome::Gone(o) | DeleteOutcome::Pending(o) => {
-                    json_response(200, &present(&o, &t.def, &t.version))
+                    object_response(accept, 200, &present(&o, &t.def, &t.version))
                 }
             })
         }
@@ -1070,7 +1110,13 @@ fn encode_token(tok: &ContinueToken) -> String {
         .encode(serde_json::to_vec(tok).unwrap_or_default())
 }
 
-fn list(ctx: &Arc<Ctx>, t: &Target, q: &Query, render: Rendering) -> ApiResult<Response<Body>> {
+fn list(
+    ctx: &Arc<Ctx>,
+    t: &Target,
+    q: &Query,
+    render: Rendering,
+    protobuf: bool,
+) -> ApiResult<Response<Body>> {
     let (ls, fs) = selectors(q)?;
     let limit: usize = match q.get("limit") {
         None | Some("") => 0,
@@ -1239,6 +1285,21 @@ fn list(ctx: &Arc<Ctx>, t: &Target, q: &Query, render: Rendering) -> ApiResult<R
                 200,
                 &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "items": items}),
             ))
+        }
+        Rendering::Full
+            if protobuf
+                && crate::protobuf::has_schema(
+                    &t.def.api_version(&t.version),
+                    &format!("{}List", t.def.kind),
+                ) =>
+        {
+            let list = json!({
+                "kind": format!("{}List", t.def.kind),
+                "apiVersion": t.def.api_version(&t.version),
+                "metadata": list_meta,
+                "items": page.iter().map(|o| present(o, &t.def, &t.version).into_owned()).collect::<Vec<_>>(),
+            });
+            Ok(object_response(crate::protobuf::MEDIA_TYPE, 200, &list))
         }
         Rendering::Full => {
             // Serialized item by item: a 50,000-object list is never built as one Value.

@@ -130,6 +130,10 @@ pub(crate) struct Inner {
     gc_queue: VecDeque<GcWork>,
     tx: broadcast::Sender<Arc<Event>>,
     next_cluster_ip: u32,
+    /// Events recorded by kubesim's components, by what makes a repeat the same Event (object uid, type,
+    /// reason, message, component), for aggregation into `count`/`series`: the Event's name, namespace and when
+    /// it was last seen. Entries whose Event is gone are dropped when next looked up.
+    pub(crate) event_series: HashMap<String, (String, String, jiff::Timestamp)>,
 }
 
 /// The store shared by the HTTP server, the watchers and the controllers.
@@ -189,6 +193,7 @@ impl Store {
             gc_queue: VecDeque::new(),
             tx: tx.clone(),
             next_cluster_ip: 1,
+            event_series: HashMap::new(),
         };
         Arc::new(Store {
             inner: Mutex::new(inner),

@@ -978,3 +978,141 @@ async fn cronjob_creates_a_job_for_a_missed_schedule() {
     );
     s.sim.shutdown().await;
 }
+
+/// The core Events about `name` with `reason`, as (count, lastTimestamp).
+async fn core_events(client: &kube::Client, name: &str, reason: &str) -> Vec<Value> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client.clone());
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| json_of(&e))
+        .filter(|e| e["involvedObject"]["name"] == name && e["reason"] == reason)
+        .collect()
+}
+
+#[tokio::test]
+async fn repeated_events_are_counted_in_one_event_and_its_series() {
+    let s = sim().await;
+    set_faults(&s.client, json!({"crashLoop": "^default/loops$"})).await;
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    pods.create(&PostParams::default(), &pod("loops", "redis:7"))
+        .await
+        .unwrap();
+    let backoff = common::eventually("BackOff counted twice", DEADLINE, || async {
+        let found = core_events(&s.client, "loops", "BackOff").await;
+        (found.len() == 1 && found[0]["count"].as_i64() >= Some(2)).then(|| found[0].clone())
+    })
+    .await;
+    let stamp = |k: &str| {
+        backoff[k]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    assert!(
+        stamp("lastTimestamp") >= stamp("firstTimestamp"),
+        "{backoff}"
+    );
+    let counted = backoff["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["manager"] == "kubelet" && m["fieldsV1"]["f:count"].is_object());
+    assert!(counted, "the kubelet's recorder wrote the count: {backoff}");
+    let modern: Api<k8s_openapi::api::events::v1::Event> =
+        Api::default_namespaced(s.client.clone());
+    let twin = json_of(
+        &modern
+            .get(backoff["metadata"]["name"].as_str().unwrap())
+            .await
+            .unwrap(),
+    );
+    assert!(twin["series"]["count"].as_i64() >= Some(2), "{twin}");
+    assert!(twin["series"]["lastObservedTime"].is_string(), "{twin}");
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_expire_after_their_ttl() {
+    let s = common::start_with(kubesim::Options {
+        ready_delay: READY_DELAY,
+        event_ttl: Duration::from_millis(800),
+        ..Default::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    pods.create(&PostParams::default(), &pod("brief", "redis:7"))
+        .await
+        .unwrap();
+    common::eventually("the kubelet's Started event", DEADLINE, || async {
+        (!core_events(&s.client, "brief", "Started").await.is_empty()).then_some(())
+    })
+    .await;
+    common::eventually("every Event about the pod expired", DEADLINE, || async {
+        let core: Api<k8s_openapi::api::core::v1::Event> =
+            Api::default_namespaced(s.client.clone());
+        let modern: Api<k8s_openapi::api::events::v1::Event> =
+            Api::default_namespaced(s.client.clone());
+        let left = core.list(&Default::default()).await.ok()?.items.len()
+            + modern.list(&Default::default()).await.ok()?.items.len();
+        (left == 0).then_some(())
+    })
+    .await;
+    s.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn follow_streams_log_lines_as_the_container_changes() {
+    use futures::{AsyncBufReadExt, TryStreamExt};
+    use kube::api::LogParams;
+    let s = sim().await;
+    set_faults(&s.client, json!({"notReady": "^default/tail$"})).await;
+    let pods: Api<Pod> = Api::default_namespaced(s.client.clone());
+    pods.create(&PostParams::default(), &pod("tail", "redis:7"))
+        .await
+        .unwrap();
+    common::eventually("running, not ready", DEADLINE, || async {
+        let p = json_of(&pods.get("tail").await.ok()?);
+        (p["status"]["phase"] == "Running" && !is_ready(&p)).then_some(())
+    })
+    .await;
+    let stream = pods
+        .log_stream(
+            "tail",
+            &LogParams {
+                follow: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut lines = stream.lines();
+    async fn next<R: futures::AsyncBufRead + Unpin>(
+        lines: &mut futures::io::Lines<R>,
+    ) -> Option<String> {
+        tokio::time::timeout(DEADLINE, lines.try_next())
+            .await
+            .expect("a line or the end within the deadline")
+            .unwrap()
+    }
+    assert_eq!(
+        next(&mut lines).await.as_deref(),
+        Some("kubesim: container c started (image docker.io/library/redis:7)")
+    );
+    // The stream stays open, and says when the container becomes ready.
+    set_faults(&s.client, json!({"notReady": ""})).await;
+    assert_eq!(
+        next(&mut lines).await.as_deref(),
+        Some("kubesim: container c is ready")
+    );
+    // It ends with the pod.
+    pods.delete("tail", &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut lines).await, None);
+    s.sim.shutdown().await;
+}

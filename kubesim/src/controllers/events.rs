@@ -2,12 +2,24 @@
 //! what happened: one `core/v1` Event and its `events.k8s.io/v1` twin per occurrence (upstream keeps one storage
 //! with two views; kubesim has two storages and writes both).
 //!
-//! Simplified: no aggregation of repeats into `count`/`series` (a repeat is a new Event) and no time-to-live.
+//! A repeat (same object, type, reason, message and component within ten minutes, as client-go's event
+//! correlator counts them) updates the Event instead of writing a new one: `count` and `lastTimestamp` of the
+//! core Event, `series` of its twin. Events expire `Options::event_ttl` after they were last written
+//! (kube-apiserver's `--event-ttl`, one hour by default), by [`EventExpiry`].
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::{Controller, WorkQueue};
+use crate::fieldmanager::Scope;
 use crate::meta;
-use crate::store::{Inner, WriteOpts};
+use crate::registry::ResourceDef;
+use crate::store::{Event, EventType, Inner, ObjKey, WriteOpts};
+
+/// How long a repeat is folded into the Event it repeats (client-go's `defaultAggregateIntervalInSeconds`).
+const SERIES_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_secs(600);
 
 /// `Normal` or `Warning`, as upstream's event types.
 #[derive(Clone, Copy)]
@@ -32,11 +44,21 @@ pub(crate) fn record(g: &mut Inner, object: &Value, what: Occurrence<'_>) {
         ns => ns,
     };
     let name = meta::name(object);
-    let event_name = format!("{name}.{:016x}", rand::random::<u64>());
     let kind = match what.kind {
         Kind::Normal => "Normal",
         Kind::Warning => "Warning",
     };
+    let series_key = format!(
+        "{}\u{0}{kind}\u{0}{}\u{0}{}\u{0}{}\u{0}{ns}\u{0}{name}",
+        meta::uid(object),
+        what.reason,
+        what.message,
+        what.component
+    );
+    if repeat(g, &series_key) {
+        return;
+    }
+    let event_name = format!("{name}.{:016x}", rand::random::<u64>());
     let reference = json!({
         "apiVersion": object.get("apiVersion").cloned().unwrap_or(Value::Null),
         "kind": object.get("kind").cloned().unwrap_or(Value::Null),
@@ -75,12 +97,136 @@ pub(crate) fn record(g: &mut Inner, object: &Value, what: Occurrence<'_>) {
         manager: what.component.to_string(),
         ..Default::default()
     };
+    let mut recorded = false;
     for (group, body) in [("", core), ("events.k8s.io", modern)] {
         let def = g.def(group, "events");
-        if let Err(e) = g.create(&def, Some(ns), body, &opts) {
+        match g.create(&def, Some(ns), body, &opts) {
+            Ok(_) => recorded = true,
             // A terminating namespace refuses new objects, events included; nothing else depends on them.
-            tracing::debug!(reason = what.reason, error = %e.message, "event not recorded");
+            Err(e) => {
+                tracing::debug!(reason = what.reason, error = %e.message, "event not recorded")
+            }
         }
+    }
+    if recorded {
+        g.event_series.insert(
+            series_key,
+            (ns.to_string(), event_name, jiff::Timestamp::now()),
+        );
+    }
+}
+
+/// Folds a repeat into the Event already recorded for `key`, if there is one seen within the window: the core
+/// Event's `count` and `lastTimestamp`, the twin's `series`. Returns whether it did.
+fn repeat(g: &mut Inner, key: &str) -> bool {
+    let now = jiff::Timestamp::now();
+    let Some((ns, name, seen)) = g.event_series.get(key).cloned() else {
+        return false;
+    };
+    let core_def = g.def("", "events");
+    let Some(core) = g
+        .get(&core_def, &ns, &name)
+        .ok()
+        .filter(|_| now.duration_since(seen) < SERIES_WINDOW)
+    else {
+        g.event_series.remove(key);
+        return false;
+    };
+    let opts = WriteOpts {
+        manager: core
+            .get("reportingComponent")
+            .and_then(Value::as_str)
+            .unwrap_or("kube-controller-manager")
+            .to_string(),
+        ..Default::default()
+    };
+    let count = core.get("count").and_then(Value::as_i64).unwrap_or(1) + 1;
+    let mut new = (*core).clone();
+    new["count"] = json!(count);
+    new["lastTimestamp"] = json!(meta::format_time(now));
+    if g.replace(&core_def, &ns, &name, new, Scope::Main, &opts)
+        .is_err()
+    {
+        g.event_series.remove(key);
+        return false;
+    }
+    let modern_def = g.def("events.k8s.io", "events");
+    if let Ok(modern) = g.get(&modern_def, &ns, &name) {
+        let mut new = (*modern).clone();
+        new["series"] = json!({
+            "count": count,
+            "lastObservedTime": now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        });
+        let _ = g.replace(&modern_def, &ns, &name, new, Scope::Main, &opts);
+    }
+    if let Some(entry) = g.event_series.get_mut(key) {
+        entry.2 = now;
+    }
+    true
+}
+
+/// Deletes Events (both views) once they have not been written for the TTL, as etcd's lease on each Event does.
+pub(crate) struct EventExpiry {
+    core: Arc<ResourceDef>,
+    modern: Arc<ResourceDef>,
+    ttl: Duration,
+}
+
+impl EventExpiry {
+    pub(crate) fn new(core: Arc<ResourceDef>, modern: Arc<ResourceDef>, ttl: Duration) -> Self {
+        EventExpiry { core, modern, ttl }
+    }
+
+    /// When an Event was last written: its series' or core `lastTimestamp`, else its creation.
+    fn last_written(o: &Value) -> Option<jiff::Timestamp> {
+        [
+            "/series/lastObservedTime",
+            "/lastTimestamp",
+            "/eventTime",
+            "/metadata/creationTimestamp",
+        ]
+        .iter()
+        .filter_map(|p| o.pointer(p).and_then(Value::as_str))
+        .find_map(super::parse_time)
+    }
+}
+
+impl Controller for EventExpiry {
+    const NAME: &'static str = "event-ttl";
+
+    fn resync(&mut self, g: &Inner, q: &mut WorkQueue) {
+        for def in [&self.core, &self.modern] {
+            for e in g.iter(def, None) {
+                q.add(super::key_of(e));
+            }
+        }
+    }
+
+    fn observe(&mut self, ev: &Event, q: &mut WorkQueue) {
+        if ev.kind != EventType::Deleted
+            && (super::is_of(ev, &self.core) || super::is_of(ev, &self.modern))
+        {
+            q.add_after(super::key_of(&ev.object), self.ttl);
+        }
+    }
+
+    fn reconcile(&mut self, g: &mut Inner, key: &ObjKey) -> Option<Duration> {
+        let now = jiff::Timestamp::now();
+        let mut next: Option<Duration> = None;
+        for def in [self.core.clone(), self.modern.clone()] {
+            let Ok(e) = g.get(&def, &key.0, &key.1) else {
+                continue;
+            };
+            let age = Self::last_written(&e)
+                .map(|t| now.duration_since(t).unsigned_abs())
+                .unwrap_or(self.ttl);
+            if age >= self.ttl {
+                super::delete(g, &def, &e, None, None);
+            } else {
+                next = super::sooner(next, Some(self.ttl - age));
+            }
+        }
+        next
     }
 }
 

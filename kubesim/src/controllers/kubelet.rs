@@ -529,7 +529,10 @@ fn container_events(g: &mut Inner, pod: &Value, before: &Value, after: &Value) {
         };
         let was_waiting = prev.map(waiting).unwrap_or_default();
         let now_waiting = waiting(&c);
-        if now_waiting != was_waiting {
+        // A kubelet repeats its BackOff warning at each restart it holds back; the recorder counts the repeats.
+        let backed_off_again = now_waiting == "CrashLoopBackOff"
+            && prev.is_some_and(|p| p.get("restartCount") != c.get("restartCount"));
+        if now_waiting != was_waiting || backed_off_again {
             match now_waiting.as_str() {
                 "ContainerCreating" => say(
                     Kind::Normal,

@@ -90,6 +90,15 @@ pub(crate) fn spawn(store: Arc<Store>, shutdown: watch::Receiver<bool>, opts: &c
         &shutdown,
         endpoints::EndpointsController::new(services, pods.clone(), endpoints, slices),
     );
+    let (core_events, modern_events) = {
+        let g = store.lock();
+        (g.def("", "events"), g.def("events.k8s.io", "events"))
+    };
+    run_in_task(
+        &store,
+        &shutdown,
+        events::EventExpiry::new(core_events, modern_events, opts.event_ttl),
+    );
     let cluster_roles = store.lock().def(crate::rbac::RBAC_GROUP, "clusterroles");
     run_in_task(
         &store,
