@@ -15,6 +15,8 @@
 //! - `authn`: bearer tokens (admin, token file, ServiceAccount tokens from TokenRequest) and impersonation;
 //!   `rbac`: request attributes, the RBAC authorizer and the bootstrap roles; `reviews`: the token file and the
 //!   token and access reviews;
+//! - [`images`]: local engine images built from Debian packages; [`oci`]: one container of them under runc (the
+//!   groundwork of a container kubelet);
 //! - `metrics_api`: metrics.k8s.io PodMetrics/NodeMetrics; `faults`: API faults from the `kube-system/kubesim-faults` ConfigMap; `persist`: `--data-file`.
 #![forbid(unsafe_code)]
 
@@ -25,9 +27,11 @@ mod defaults;
 mod discovery;
 mod faults;
 mod fieldmanager;
+pub mod images;
 mod listmeta;
 mod meta;
 mod metrics_api;
+pub mod oci;
 mod patch;
 mod persist;
 mod podlog;

@@ -1,17 +1,75 @@
 //! `kubesim --listen 127.0.0.1:PORT [--kubeconfig-out PATH] [--data-file PATH] [--token-file PATH]
 //! [--authorization always-allow|rbac]`: runs the simulator until SIGINT/SIGTERM.
+//!
+//! `kubesim images build --out DIR [ENGINE…]` builds local engine images; `kubesim images run` runs one container
+//! of them under runc; `kubesim host-check` says what real containers need of this host.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// A Kubernetes API server simulator for tests and local development.
 #[derive(Parser, Debug)]
 #[command(name = "kubesim", version)]
 struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Local container images of the engines Debian packages.
+    #[command(subcommand)]
+    Images(ImagesCmd),
+    /// Checks what real containers need of this host (root, runc, overlayfs, cgroups, ip, iptables).
+    HostCheck,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImagesCmd {
+    /// Builds (or reuses) the images of ENGINEs (all when none is named) under --out, with a manifest.
+    Build {
+        #[arg(long)]
+        out: PathBuf,
+        /// The Debian mirror for debootstrap and apt.
+        #[arg(long, default_value = kubesim::images::DEFAULT_MIRROR)]
+        mirror: String,
+        engines: Vec<String>,
+    },
+    /// Runs one container of a local image in the foreground (host network) until it exits or a signal stops it.
+    Run {
+        #[arg(long)]
+        image_dir: PathBuf,
+        /// The container's name (its runc id).
+        #[arg(long, default_value = "kubesim-run")]
+        name: String,
+        /// `KEY=VALUE`, repeatable.
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// `HOST_DIR:CONTAINER_PATH[:ro]`, repeatable.
+        #[arg(long = "volume")]
+        volumes: Vec<String>,
+        /// A memory limit in bytes.
+        #[arg(long)]
+        memory: Option<i64>,
+        /// Where the bundle and the log go.
+        #[arg(long, default_value = "/run/kubesim/containers")]
+        state_dir: PathBuf,
+        /// The image reference, e.g. postgres:15.
+        image: String,
+        /// Replaces the image's default command (as a pod's `args`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct Serve {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "KUBESIM_LISTEN", default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
@@ -65,7 +123,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let Args { cmd, serve: args } = Args::parse();
+    match cmd {
+        Some(Cmd::HostCheck) => return host_check().await,
+        Some(Cmd::Images(c)) => return images(c).await,
+        None => {}
+    }
     let sim = kubesim::start(kubesim::Options {
         listen: args.listen,
         history: args.history,
@@ -94,6 +157,125 @@ async fn main() -> anyhow::Result<()> {
     wait_for_signal().await;
     sim.shutdown().await;
     Ok(())
+}
+
+async fn host_check() -> anyhow::Result<()> {
+    let checks = kubesim::oci::host_check().await;
+    for c in &checks {
+        println!(
+            "{:<10} {:<4} {}",
+            c.name,
+            if c.ok { "ok" } else { "FAIL" },
+            c.detail
+        );
+    }
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    if !failed.is_empty() {
+        eprintln!(
+            "this host cannot run real containers: {} missing",
+            failed.join(", ")
+        );
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn images(c: ImagesCmd) -> anyhow::Result<()> {
+    match c {
+        ImagesCmd::Build {
+            out,
+            mirror,
+            engines,
+        } => {
+            let started = std::time::Instant::now();
+            let m = tokio::task::spawn_blocking(move || {
+                kubesim::images::build(&out, &engines, &mirror, &mut |line| {
+                    eprintln!("images: {line}")
+                })
+            })
+            .await?
+            .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "images: {} references in the manifest, built in {:.1}s",
+                m.images.len(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        ImagesCmd::Run {
+            image_dir,
+            name,
+            env,
+            volumes,
+            memory,
+            state_dir,
+            image,
+            args,
+        } => {
+            let manifest =
+                kubesim::images::Manifest::load(&image_dir).map_err(anyhow::Error::msg)?;
+            let dir = match manifest.resolve(&image_dir, &image) {
+                kubesim::images::Resolved::Local(d) => d,
+                kubesim::images::Resolved::Simulated => {
+                    anyhow::bail!("{image} has no local image: pods of it stay simulated")
+                }
+                kubesim::images::Resolved::Unknown(m) => anyhow::bail!(m),
+            };
+            let env = env
+                .iter()
+                .map(|e| {
+                    e.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| anyhow::anyhow!("--env {e:?} is not KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mounts = volumes
+                .iter()
+                .map(|v| {
+                    let parts: Vec<&str> = v.split(':').collect();
+                    match parts.as_slice() {
+                        [src, dst] | [src, dst, "rw"] => Ok((src, dst, false)),
+                        [src, dst, "ro"] => Ok((src, dst, true)),
+                        _ => Err(anyhow::anyhow!("--volume {v:?} is not HOST:PATH[:ro]")),
+                    }
+                    .map(|(src, dst, ro)| kubesim::oci::Mount {
+                        source: PathBuf::from(src),
+                        destination: dst.to_string(),
+                        readonly: ro,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            std::fs::create_dir_all(&state_dir)?;
+            let spec = kubesim::oci::RunSpec {
+                id: name.clone(),
+                image_dir: dir,
+                state_dir,
+                args: (!args.is_empty()).then_some(args),
+                env,
+                mounts,
+                hostname: name,
+                memory_limit_bytes: memory,
+                ..Default::default()
+            };
+            let mut running = kubesim::oci::start(&spec)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "images: {} started; its output goes to {}",
+                running.id,
+                running.log.display()
+            );
+            let code = tokio::select! {
+                code = running.wait() => {
+                    running.remove().await;
+                    code
+                }
+                _ = wait_for_signal() => running.stop(Duration::from_secs(10)).await,
+            };
+            eprintln!("images: {} exited with code {code}", spec.id);
+            std::process::exit(code);
+        }
+    }
 }
 
 async fn wait_for_signal() {
