@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::apierror::{ApiError, ApiResult};
 use crate::meta;
-use crate::store::Inner;
+use crate::store::{Inner, Store};
 
 /// The user the admin token stands for; `system:masters` is bound to `cluster-admin`.
 pub(crate) const ADMIN_USER: &str = "kubesim-admin";
@@ -123,7 +123,7 @@ impl Authenticator {
     /// `static_token`) a token of the token file.
     pub(crate) fn authenticate_token(
         &self,
-        g: &Inner,
+        store: &Store,
         token: &str,
         static_token: impl FnOnce(&str) -> Option<UserInfo>,
     ) -> Option<UserInfo> {
@@ -147,7 +147,8 @@ impl Authenticator {
             .get(token)
             .cloned();
         match issued {
-            Some(t) => self.service_account_user(g, &t),
+            // Only a ServiceAccount token needs the store (its ServiceAccount and bound object must still exist).
+            Some(t) => self.service_account_user(&store.lock(), &t),
             None => static_token(token).map(UserInfo::authenticated),
         }
     }

@@ -43,37 +43,6 @@ fn group_version(group: &str, v: &str) -> String {
     }
 }
 
-/// A subresource as discovery lists it: name, the kind it answers with as `(group, version, kind)` (`None`: the
-/// resource's own), and its verbs.
-type Subresource = (
-    &'static str,
-    Option<(&'static str, &'static str, &'static str)>,
-    &'static [&'static str],
-);
-
-/// The subresources of a resource.
-fn subresources(d: &ResourceDef) -> Vec<Subresource> {
-    const RW: &[&str] = &["get", "patch", "update"];
-    let mut s = vec![];
-    if d.status {
-        s.push(("status", None, RW));
-    }
-    if d.scale.is_some() {
-        s.push(("scale", Some(("autoscaling", "v1", "Scale")), RW));
-    }
-    if d.group.is_empty() && d.plural == "pods" {
-        s.push(("log", None, &["get"][..]));
-    }
-    if d.group.is_empty() && d.plural == "serviceaccounts" {
-        s.push((
-            "token",
-            Some(("authentication.k8s.io", "v1", "TokenRequest")),
-            &["create"][..],
-        ));
-    }
-    s
-}
-
 /// `GET /api` (legacy).
 pub(crate) fn core_versions() -> Value {
     json!({
@@ -129,7 +98,7 @@ pub(crate) fn resource_list(reg: &Registry, group: &str, version: &str) -> Optio
             "shortNames": d.short_names,
             "categories": d.categories,
         }));
-        for (sub, kind, verbs) in subresources(d) {
+        for (sub, kind, verbs) in d.subresources() {
             let mut r = json!({
                 "name": format!("{}/{}", d.plural, sub),
                 "singularName": "",
@@ -156,7 +125,8 @@ pub(crate) fn resource_list(reg: &Registry, group: &str, version: &str) -> Optio
 }
 
 fn aggregated_resource(d: &ResourceDef, version: &str) -> Value {
-    let subs: Vec<Value> = subresources(d)
+    let subs: Vec<Value> = d
+        .subresources()
         .into_iter()
         .map(|(s, kind, verbs)| {
             let kind = match kind {

@@ -42,21 +42,21 @@ impl Follow {
             meta::name(&self.pod).to_string(),
             meta::uid(&self.pod).to_string(),
         );
+        let pods = store.lock().def("", "pods");
         let mut rx = store.subscribe();
         // Between the first read and the subscription the pod may have changed: look once more.
         let mut recheck = true;
         loop {
             let pod = if recheck {
                 recheck = false;
-                let g = store.lock();
-                g.get(&g.def("", "pods"), &ns, &name).ok()
+                store.lock().get(&pods, &ns, &name).ok()
             } else {
                 tokio::select! {
                     _ = shutdown.changed() => return,
                     _ = tx.closed() => return,
                     ev = rx.recv() => match ev {
                         Ok(ev) => {
-                            if ev.res.1 != "pods" || !ev.res.0.is_empty() || meta::uid(&ev.object) != uid {
+                            if ev.res != pods.key() || meta::uid(&ev.object) != uid {
                                 continue;
                             }
                             if ev.kind == EventType::Deleted {

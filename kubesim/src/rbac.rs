@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::apierror::ApiError;
 use crate::authn::UserInfo;
 use crate::selector;
+use crate::server::percent_decode;
 use crate::store::Inner;
 
 pub(crate) const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
@@ -195,10 +196,6 @@ impl Attributes {
         }
         e
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    crate::server::percent_decode(s)
 }
 
 /// An authorizer's answer: allowed or not, and why (upstream's reason strings).

@@ -60,7 +60,38 @@ pub(crate) enum Backend {
     Review,
 }
 
+/// A subresource as discovery lists it: name, the kind it answers with as `(group, version, kind)` (`None`: the
+/// resource's own), and its verbs.
+pub(crate) type Subresource = (
+    &'static str,
+    Option<(&'static str, &'static str, &'static str)>,
+    &'static [&'static str],
+);
+
 impl ResourceDef {
+    /// The subresources of the resource: what discovery lists and the router serves.
+    pub(crate) fn subresources(&self) -> Vec<Subresource> {
+        const RW: &[&str] = &["get", "patch", "update"];
+        let mut s = vec![];
+        if self.status {
+            s.push(("status", None, RW));
+        }
+        if self.scale.is_some() {
+            s.push(("scale", Some(("autoscaling", "v1", "Scale")), RW));
+        }
+        if self.group.is_empty() && self.plural == "pods" {
+            s.push(("log", None, &["get"][..]));
+        }
+        if self.group.is_empty() && self.plural == "serviceaccounts" {
+            s.push((
+                "token",
+                Some(("authentication.k8s.io", "v1", "TokenRequest")),
+                &["create"][..],
+            ));
+        }
+        s
+    }
+
     pub(crate) fn key(&self) -> ResKey {
         (self.group.clone(), self.plural.clone())
     }

@@ -1,9 +1,11 @@
-//! `authentication.k8s.io/v1` TokenReview and `authorization.k8s.io/v1` SubjectAccessReview, answered from a token
-//! file (`--token-file`) and an anonymous policy (`anonymous:` in that file, `--anonymous-allow`).
+//! The token file (`--token-file`) and the anonymous policy (`anonymous:` in that file, `--anonymous-allow`), and
+//! the bodies of the token and access reviews.
 //!
-//! Owns the token-file format, the access rules and their matching. It stores nothing: every review is computed
-//! from the policy loaded at start and returned, as the apiserver does. Without a token file every token is
-//! unknown and every access is denied, except what the anonymous policy grants to `system:anonymous`.
+//! Owns the token-file format, its rules and their matching (the second authorizer under RBAC, the only one for
+//! SubjectAccessReviews under always-allow), and how reviews are read and answered; who is asking comes from
+//! `authn`, what RBAC allows from `rbac`. Nothing is stored: every review is computed and returned, as the
+//! apiserver does. Without a token file no static token is known and the file's rules deny everything, except
+//! what the anonymous policy grants to `system:anonymous`.
 //!
 //! The format (YAML or JSON):
 //!

@@ -642,6 +642,14 @@ impl FieldSelector {
     pub(crate) fn is_empty(&self) -> bool {
         self.terms.is_empty()
     }
+
+    /// The value `field` must equal, when one `field=value` term requires it.
+    pub(crate) fn exact(&self, field: &str) -> Option<&str> {
+        self.terms
+            .iter()
+            .find(|t| t.equal && t.field == field)
+            .map(|t| t.value.as_str())
+    }
 }
 
 fn field_value(obj: &Value, path: &str) -> String {

@@ -98,9 +98,8 @@ impl Ctx {
 
     /// Who a token stands for: the admin, a ServiceAccount token, or a token-file user.
     fn token_user(&self, token: &str) -> Option<UserInfo> {
-        let g = self.store.lock();
         self.authn
-            .authenticate_token(&g, token, |t| self.reviews.identity(t))
+            .authenticate_token(&self.store, token, |t| self.reviews.identity(t))
     }
 
     /// The caller of a request: its bearer token's user (401 for an unknown token) or `system:anonymous`, then
@@ -152,12 +151,12 @@ impl Ctx {
     }
 }
 
-/// The name an exact `metadata.name=` field selector asks for.
+/// The name an exact `metadata.name=` term of the field selector asks for (upstream's `RequiresExactMatch`).
 fn field_selector_name(q: &Query) -> Option<String> {
-    let fs = q.get("fieldSelector")?;
-    let (k, v) = fs.split_once('=')?;
-    let v = v.strip_prefix('=').unwrap_or(v);
-    (k == "metadata.name" && !v.contains(',')).then(|| v.to_string())
+    FieldSelector::parse(q.get("fieldSelector")?)
+        .ok()?
+        .exact("metadata.name")
+        .map(str::to_string)
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -395,14 +394,10 @@ fn route_resource(
     if extra || (ns.is_some() && !def.namespaced) {
         return Err(ApiError::no_route(path));
     }
-    if let Some(s) = &sub {
-        let ok = (s == "status" && def.status)
-            || (s == "scale" && def.scale.is_some())
-            || (s == "log" && def.group.is_empty() && def.plural == "pods")
-            || (s == "token" && def.group.is_empty() && def.plural == "serviceaccounts");
-        if !ok {
-            return Err(ApiError::no_route(path));
-        }
+    if let Some(s) = &sub
+        && !def.subresources().iter().any(|(name, _, _)| name == s)
+    {
+        return Err(ApiError::no_route(path));
     }
     let target = Target {
         def,
@@ -530,14 +525,18 @@ async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<Bod
             Ok(json_response(200, &discovery::openapi_root(&g.registry)))
         }
         ["openapi", "v3", "api", v] => {
-            let g = ctx.store.lock();
-            discovery::openapi_group_version(&g.registry, "", v)
+            // A copy of the registry (shared definitions), so that building a document's schemas (the first time
+            // for a group version, from k8s-openapi) does not hold the store's lock.
+            let registry = ctx.store.lock().registry.clone();
+            discovery::openapi_group_version(&registry, "", v)
                 .map(|b| json_response(200, &b))
                 .ok_or_else(|| ApiError::no_route(&path))
         }
         ["openapi", "v3", "apis", grp, v] => {
-            let g = ctx.store.lock();
-            discovery::openapi_group_version(&g.registry, grp, v)
+            // A copy of the registry (shared definitions), so that building a document's schemas (the first time
+            // for a group version, from k8s-openapi) does not hold the store's lock.
+            let registry = ctx.store.lock().registry.clone();
+            discovery::openapi_group_version(&registry, grp, v)
                 .map(|b| json_response(200, &b))
                 .ok_or_else(|| ApiError::no_route(&path))
         }
