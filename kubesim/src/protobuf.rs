@@ -212,6 +212,53 @@ pub(crate) fn encode(obj: &Value) -> Option<Vec<u8>> {
 
 /// A message from its JSON form: the reverse of [`to_json`]. JSON fields the message lacks are dropped (the
 /// store keeps what clients sent; a protobuf client would not see them either).
+/// Fields of Go structs embedded with `json:",inline"`: a message of their own in protobuf, their fields part
+/// of the parent in JSON (`secretKeyRef.name` is `SecretKeySelector.localObjectReference.name` on the wire).
+const INLINE: &[(&str, &str)] = &[
+    (
+        "k8s.io.api.core.v1.SecretKeySelector",
+        "localObjectReference",
+    ),
+    (
+        "k8s.io.api.core.v1.ConfigMapKeySelector",
+        "localObjectReference",
+    ),
+    ("k8s.io.api.core.v1.SecretEnvSource", "localObjectReference"),
+    (
+        "k8s.io.api.core.v1.ConfigMapEnvSource",
+        "localObjectReference",
+    ),
+    (
+        "k8s.io.api.core.v1.ConfigMapVolumeSource",
+        "localObjectReference",
+    ),
+    (
+        "k8s.io.api.core.v1.ConfigMapProjection",
+        "localObjectReference",
+    ),
+    (
+        "k8s.io.api.core.v1.SecretProjection",
+        "localObjectReference",
+    ),
+    ("k8s.io.api.core.v1.Volume", "volumeSource"),
+    (
+        "k8s.io.api.core.v1.PersistentVolumeSpec",
+        "persistentVolumeSource",
+    ),
+    ("k8s.io.api.core.v1.Probe", "handler"),
+    (
+        "k8s.io.api.core.v1.EphemeralContainer",
+        "ephemeralContainerCommon",
+    ),
+    ("k8s.io.api.networking.v1.IngressRule", "ingressRuleValue"),
+];
+
+fn is_inline(desc: &MessageDescriptor, f: &FieldDescriptor) -> bool {
+    INLINE
+        .iter()
+        .any(|(m, name)| *m == desc.full_name() && *name == f.name())
+}
+
 fn from_json(desc: &MessageDescriptor, v: &Value) -> Option<DynamicMessage> {
     let mut msg = DynamicMessage::new(desc.clone());
     match desc.full_name() {
@@ -258,6 +305,15 @@ fn from_json(desc: &MessageDescriptor, v: &Value) -> Option<DynamicMessage> {
     }
     let obj = v.as_object()?;
     for f in desc.fields() {
+        if is_inline(desc, &f) {
+            if let PbKind::Message(m) = f.kind() {
+                let sub = from_json(&m, v)?;
+                if sub.fields().next().is_some() {
+                    msg.set_field(&f, Pb::Message(sub));
+                }
+            }
+            continue;
+        }
         let Some(x) = obj.get(f.json_name()) else {
             continue;
         };
@@ -406,6 +462,14 @@ fn to_json(msg: &DynamicMessage) -> Value {
     }
     let mut out = Map::new();
     for (f, v) in msg.fields() {
+        if is_inline(&desc, &f)
+            && let Pb::Message(sub) = v
+        {
+            if let Value::Object(m) = to_json(sub) {
+                out.extend(m);
+            }
+            continue;
+        }
         let name = f.json_name().to_string();
         let value = match v {
             Pb::List(items) => Value::Array(items.iter().map(value).collect()),
@@ -550,6 +614,22 @@ mod tests {
                 "status": "True", "lastTransitionTime": "2026-12-02T06:00:01Z", "reason": "MinimumReplicasAvailable"}]}
         });
         let bytes = encode(&dep).expect("apps/v1 Deployment has a schema");
+        // Embedded Go structs are inline in JSON: a Secret reference, a volume's source, a probe's handler.
+        let mut with_embedded = dep.clone();
+        with_embedded["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "P",
+            "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}]);
+        with_embedded["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] =
+            json!({"tcpSocket": {"port": 80}, "periodSeconds": 2});
+        with_embedded["spec"]["template"]["spec"]["volumes"] =
+            json!([{"name": "tls", "secret": {"secretName": "web-tls", "defaultMode": 288}}]);
+        let back = decode(&encode(&with_embedded).unwrap()).unwrap();
+        assert_eq!(back, with_embedded);
+        assert!(
+            !serde_json::to_string(&back)
+                .unwrap()
+                .contains("localObjectReference"),
+            "no Go-embedded field shows by its message name"
+        );
         assert!(bytes.starts_with(MAGIC));
         assert_eq!(decode(&bytes).unwrap(), dep);
         let list = json!({"apiVersion": "v1", "kind": "ConfigMapList",

@@ -979,3 +979,79 @@ async fn kubectl_rollout_history_and_undo_reuse_the_old_replicaset() {
         .await;
     assert_eq!(image, "nginx:1.27");
 }
+
+/// `kubectl create job --from=cronjob/…` reads the CronJob as protobuf and sends the Job back as protobuf: the
+/// fields of Go-embedded structs (a Secret reference's name, a volume's source, a probe's handler) must survive
+/// both ways, or the Job's pods lose their Secrets and volumes.
+#[tokio::test]
+async fn kubectl_create_job_from_a_cronjob_keeps_embedded_fields() {
+    let s = common::start().await;
+    let k = Kubectl::new(&s.sim);
+    k.ok(&["create", "namespace", "demo"], None).await;
+    let cronjob = r#"apiVersion: batch/v1
+kind: CronJob
+metadata: {name: backup, namespace: demo}
+spec:
+  schedule: "0 2 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: dump
+            image: postgres:15
+            command: ["pg_dumpall"]
+            env:
+            - name: PGPASSWORD
+              valueFrom: {secretKeyRef: {name: creds, key: password}}
+            envFrom: [{configMapRef: {name: settings}}]
+            readinessProbe: {exec: {command: ["true"]}}
+            volumeMounts: [{name: out, mountPath: /backup}, {name: tls, mountPath: /tls}]
+          volumes:
+          - {name: out, persistentVolumeClaim: {claimName: backups}}
+          - {name: tls, secret: {secretName: db-tls, defaultMode: 292}}
+"#;
+    k.ok(&["apply", "-f", "-"], Some(cronjob)).await;
+    let out = k
+        .ok(
+            &[
+                "create",
+                "job",
+                "now",
+                "--from=cronjob/backup",
+                "-n",
+                "demo",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.trim(), "job.batch/now created");
+    let job: serde_json::Value = serde_json::from_str(
+        &k.ok(&["get", "job", "now", "-n", "demo", "-o", "json"], None)
+            .await,
+    )
+    .unwrap();
+    let pod = &job["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["env"][0]["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "creds", "key": "password"})
+    );
+    assert_eq!(c["envFrom"][0]["configMapRef"]["name"], "settings");
+    assert_eq!(
+        c["readinessProbe"]["exec"]["command"],
+        serde_json::json!(["true"])
+    );
+    assert_eq!(
+        pod["volumes"],
+        serde_json::json!([
+            {"name": "out", "persistentVolumeClaim": {"claimName": "backups"}},
+            {"name": "tls", "secret": {"secretName": "db-tls", "defaultMode": 292}}
+        ])
+    );
+    let text = job.to_string();
+    for go_name in ["localObjectReference", "volumeSource", "\"handler\""] {
+        assert!(!text.contains(go_name), "{go_name} in {text}");
+    }
+}
