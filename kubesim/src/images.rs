@@ -41,7 +41,29 @@ pub struct Engine {
     /// Directories the packages' install scripts fill that must start empty (a data directory a first run
     /// initialises).
     pub emptied: &'static [&'static str],
+    /// The service user, made before the packages are installed with the uid and gid the official image
+    /// documents (999 for all three), so that a pod's `runAsUser`/`fsGroup` of 999 means the same user here:
+    /// (name, home).
+    pub user: (&'static str, &'static str),
 }
+
+/// The uid and gid of the official images' service users.
+pub const SERVICE_UID: u32 = 999;
+
+/// `gosu USER[:GROUP] COMMAND…`, which the official images ship and scripts use to drop privileges: here a shim
+/// over util-linux's `setpriv` (not a copy of gosu), exec'ing so that signals reach the command. Like gosu it sets
+/// `HOME` to the user's home: libpq, for one, looks for client certificates under `~/.postgresql`, and a `HOME`
+/// left at `/root` makes a replica's connection fail with "Permission denied".
+const GOSU: &str = r#"#!/bin/sh
+set -eu
+if [ "$#" -lt 2 ]; then echo "usage: gosu user-spec command [args]" >&2; exit 1; fi
+spec="$1"; shift
+user="${spec%%:*}"
+if [ "$user" != "$spec" ]; then group="${spec#*:}"; else group="$(id -gn "$user")"; fi
+HOME="$(getent passwd "$user" | cut -d: -f6)"
+export HOME="${HOME:-/}"
+exec setpriv --reuid="$user" --regid="$group" --init-groups -- "$@"
+"#;
 
 /// The engines, by name.
 pub const ENGINES: &[Engine] = &[
@@ -65,6 +87,7 @@ pub const ENGINES: &[Engine] = &[
         ],
         entrypoint: POSTGRES_ENTRYPOINT,
         emptied: &[],
+        user: ("postgres", "/var/lib/postgresql"),
     },
     Engine {
         name: "redis",
@@ -82,6 +105,7 @@ pub const ENGINES: &[Engine] = &[
         )],
         entrypoint: REDIS_ENTRYPOINT,
         emptied: &["var/lib/redis"],
+        user: ("redis", "/var/lib/redis"),
     },
     Engine {
         name: "mariadb",
@@ -96,6 +120,7 @@ pub const ENGINES: &[Engine] = &[
         entrypoint: MARIADB_ENTRYPOINT,
         // mariadb-server's postinst installs the system tables; the entrypoint does that on first run.
         emptied: &["var/lib/mysql"],
+        user: ("mysql", "/var/lib/mysql"),
     },
 ];
 
@@ -192,6 +217,8 @@ fn key_of(engine: &Engine, mirror: &str) -> String {
         &engine.packages.join(","),
         engine.entrypoint,
         &engine.emptied.join(","),
+        engine.user.0,
+        GOSU,
     ] {
         h.update(part.as_bytes());
         h.update([0]);
@@ -351,6 +378,35 @@ fn install(rootfs: &Path, engine: &Engine) -> Result<(), String> {
     )?;
     // The chroot needs the host's name resolution to reach the mirror.
     let _ = std::fs::copy("/etc/resolv.conf", rootfs.join("etc/resolv.conf"));
+    // The service user first, with the official image's ids; the packages' scripts then use it as it is.
+    let uid = SERVICE_UID.to_string();
+    run(
+        Command::new("chroot").arg(rootfs).args([
+            "groupadd",
+            "--system",
+            "--gid",
+            &uid,
+            engine.user.0,
+        ]),
+        "groupadd",
+    )?;
+    run(
+        Command::new("chroot").arg(rootfs).args([
+            "useradd",
+            "--system",
+            "--uid",
+            &uid,
+            "--gid",
+            &uid,
+            "--home-dir",
+            engine.user.1,
+            "--no-create-home",
+            "--shell",
+            "/bin/bash",
+            engine.user.0,
+        ]),
+        "useradd",
+    )?;
     let mut packages = vec!["install", "-y", "-q", "--no-install-recommends"];
     packages.extend(engine.packages.iter().copied());
     run(
@@ -394,6 +450,7 @@ fn install(rootfs: &Path, engine: &Engine) -> Result<(), String> {
         0o755,
     )?;
     write("docker-entrypoint-initdb.d/.keep", "", 0o644)?;
+    write("usr/local/bin/gosu", GOSU, 0o755)?;
     Ok(())
 }
 
@@ -410,7 +467,7 @@ export PGDATA
 user="${POSTGRES_USER:-postgres}"
 db="${POSTGRES_DB:-$user}"
 auth="${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}"
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+as_postgres() { gosu postgres "$@"; }
 if [ "$(id -u)" = 0 ]; then
   mkdir -p "$PGDATA" /var/run/postgresql
   chown postgres:postgres "$PGDATA" /var/run/postgresql
@@ -443,7 +500,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "PostgreSQL init process complete; ready for start up."
 fi
 if [ "$(id -u)" = 0 ]; then
-  exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@" -c listen_addresses='*'
+  exec gosu postgres "$@" -c listen_addresses='*'
 fi
 exec "$@" -c listen_addresses='*'
 "#;
@@ -462,7 +519,7 @@ if [ "$1" = 'redis-server' ]; then
     *.conf\ *) ;;
     *) set -- "$@" --protected-mode no --dir /data ;;
   esac
-  if [ "$(id -u)" = 0 ]; then exec setpriv --reuid=redis --regid=redis --init-groups -- "$@"; fi
+  if [ "$(id -u)" = 0 ]; then exec gosu redis "$@"; fi
 fi
 exec "$@"
 "#;
@@ -491,7 +548,7 @@ if [ ! -d "$datadir/mysql" ]; then
     exit 1
   fi
   mariadb-install-db --user=mysql --datadir="$datadir" --skip-test-db --auth-root-authentication-method=normal >/dev/null
-  setpriv --reuid=mysql --regid=mysql --init-groups -- mariadbd --skip-networking --socket=/run/mysqld/init.sock &
+  gosu mysql mariadbd --skip-networking --socket=/run/mysqld/init.sock &
   pid=$!
   for _ in $(seq 1 60); do
     mariadb --socket=/run/mysqld/init.sock -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
@@ -523,7 +580,7 @@ if [ ! -d "$datadir/mysql" ]; then
   echo "MariaDB init process complete; ready for start up."
 fi
 # Listen on every address unless the arguments say otherwise (later options win).
-exec setpriv --reuid=mysql --regid=mysql --init-groups -- "$1" --bind-address=0.0.0.0 "${@:2}"
+exec gosu mysql "$1" --bind-address=0.0.0.0 "${@:2}"
 "#;
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -44,6 +45,22 @@ pub struct RunSpec {
     pub memory_limit_bytes: Option<i64>,
     pub cpu_limit_millis: Option<i64>,
     pub pids_limit: Option<i64>,
+    /// The process's user, group and supplementary groups (a pod's `runAsUser`, `runAsGroup`, `fsGroup` and
+    /// `supplementalGroups`); root when `None`.
+    pub user: Option<User>,
+    /// The working directory (a container's `workingDir`); `/` when `None`.
+    pub cwd: Option<String>,
+    /// Where the output goes: appended as it comes to `<state_dir>/<id>.log` when `None`; otherwise each line
+    /// is written to this file prefixed with its RFC 3339 time and stream, as a kubelet's CRI log is.
+    pub stamped_log: Option<PathBuf>,
+}
+
+/// Who the container's first process runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
 }
 
 /// A started container.
@@ -52,6 +69,8 @@ pub struct Running {
     pub log: PathBuf,
     bundle: PathBuf,
     child: tokio::process::Child,
+    /// The tasks copying stamped output, awaited on exit so that the log is complete.
+    copiers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The capabilities a container gets by default (the set container runtimes grant unprivileged containers).
@@ -72,7 +91,8 @@ const CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-async fn command(program: &str, args: &[&str]) -> Result<String, String> {
+/// Runs a host command; its stdout, or an error naming it with its stderr.
+pub(crate) async fn command(program: &str, args: &[&str]) -> Result<String, String> {
     let out = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -104,6 +124,20 @@ pub fn host_nofile_limit() -> u64 {
         .unwrap_or(1024)
 }
 
+/// The home directory of `uid` in a passwd file, `/` when it has none.
+fn home_of(passwd: &Path, uid: u32) -> String {
+    std::fs::read_to_string(passwd)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
+            })
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() })
+}
+
 /// The OCI runtime configuration of `spec` over `image`.
 pub fn runtime_config(spec: &RunSpec, image: &ImageConfig) -> Value {
     let mut argv: Vec<String> = spec
@@ -121,6 +155,10 @@ pub fn runtime_config(spec: &RunSpec, image: &ImageConfig) -> Value {
     }
     env.entry("HOSTNAME".into())
         .or_insert_with(|| spec.hostname.clone());
+    // As containerd does: HOME from the user's passwd entry in the image (root's `/root`), else `/`.
+    let uid = spec.user.as_ref().map_or(0, |u| u.uid);
+    env.entry("HOME".into())
+        .or_insert_with(|| home_of(&spec.image_dir.join("rootfs/etc/passwd"), uid));
     let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let nofile = host_nofile_limit().min(1_048_576);
     let mut mounts = vec![
@@ -165,14 +203,19 @@ pub fn runtime_config(spec: &RunSpec, image: &ImageConfig) -> Value {
     if let Some(p) = spec.pids_limit {
         resources["pids"] = json!({"limit": p});
     }
+    let user = match &spec.user {
+        None => json!({"uid": 0, "gid": 0}),
+        Some(u) if u.additional_gids.is_empty() => json!({"uid": u.uid, "gid": u.gid}),
+        Some(u) => json!({"uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids}),
+    };
     json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
+            "user": user,
             "args": argv,
             "env": env,
-            "cwd": "/",
+            "cwd": spec.cwd.clone().filter(|c| c.starts_with('/')).unwrap_or_else(|| "/".into()),
             "capabilities": {
                 "bounding": CAPABILITIES, "effective": CAPABILITIES, "permitted": CAPABILITIES,
             },
@@ -278,52 +321,142 @@ pub async fn start(spec: &RunSpec) -> Result<Running, String> {
         serde_json::to_vec_pretty(&config).unwrap_or_default(),
     )
     .map_err(|e| e.to_string())?;
-    let log = spec.state_dir.join(format!("{}.log", spec.id));
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|e| format!("{}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    let child = tokio::process::Command::new("runc")
-        .args(["run", "--bundle"])
+    let mut cmd = tokio::process::Command::new("runc");
+    cmd.args(["run", "--bundle"])
         .arg(&bundle)
         .arg(&spec.id)
         .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|e| format!("cannot run runc: {e}"))?;
+        .kill_on_drop(false);
+    let log = match &spec.stamped_log {
+        None => {
+            let log = spec.state_dir.join(format!("{}.log", spec.id));
+            let out = append(&log)?;
+            let err = out.try_clone().map_err(|e| e.to_string())?;
+            cmd.stdout(out).stderr(err);
+            log
+        }
+        Some(log) => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            log.clone()
+        }
+    };
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run runc: {e}"))?;
+    let mut copiers = vec![];
+    if spec.stamped_log.is_some() {
+        let sink = Arc::new(tokio::sync::Mutex::new(tokio::fs::File::from_std(append(
+            &log,
+        )?)));
+        if let Some(out) = child.stdout.take() {
+            copiers.push(tokio::spawn(copy_stamped(out, "stdout", sink.clone())));
+        }
+        if let Some(err) = child.stderr.take() {
+            copiers.push(tokio::spawn(copy_stamped(err, "stderr", sink)));
+        }
+    }
     Ok(Running {
         id: spec.id.clone(),
         log,
         bundle,
         child,
+        copiers,
     })
+}
+
+fn append(path: &Path) -> Result<std::fs::File, String> {
+    if let Some(p) = path.parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Copies one output stream line by line as `<RFC 3339 time> <stream> F <line>` (the CRI log format; a line
+/// longer than 16 KiB is split into partial `P` records).
+async fn copy_stamped(
+    from: impl tokio::io::AsyncRead + Unpin,
+    stream: &'static str,
+    sink: Arc<tokio::sync::Mutex<tokio::fs::File>>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    const LINE_CAP: usize = 16 * 1024;
+    let mut reader = tokio::io::BufReader::new(from);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = match (&mut reader)
+            .take(LINE_CAP as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let full = buf[n - 1] == b'\n';
+        if full {
+            buf.pop();
+        }
+        let ts = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.9fZ");
+        let mut record = format!("{ts} {stream} {} ", if full { 'F' } else { 'P' }).into_bytes();
+        record.extend_from_slice(&buf);
+        record.push(b'\n');
+        let mut f = sink.lock().await;
+        if f.write_all(&record).await.is_err() {
+            return;
+        }
+        let _ = f.flush().await;
+    }
+}
+
+/// Sends `signal` (`TERM`, `KILL`, …) to the first process of container `id`.
+pub async fn signal(id: &str, signal: &str) -> Result<(), String> {
+    command("runc", &["kill", id, signal]).await.map(|_| ())
+}
+
+/// Runs `argv` inside the running container `id` (`runc exec`) and returns its exit code and output, or an
+/// error when it could not run or did not finish within `timeout`.
+pub async fn exec(id: &str, argv: &[String], timeout: Duration) -> Result<(i32, String), String> {
+    let mut cmd = tokio::process::Command::new("runc");
+    cmd.arg("exec")
+        .arg(id)
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .map_err(|_| format!("command timed out after {}s", timeout.as_secs_f64()))?
+        .map_err(|e| format!("cannot run runc exec: {e}"))?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.code().unwrap_or(-1), text))
 }
 
 impl Running {
     /// Waits for the container to exit and returns its exit code (128 + signal when killed).
     pub async fn wait(&mut self) -> i32 {
-        match self.child.wait().await {
+        let code = match self.child.wait().await {
             Ok(s) => s.code().unwrap_or(137),
             Err(_) => 137,
+        };
+        for c in self.copiers.drain(..) {
+            let _ = c.await;
         }
+        code
     }
 
     /// Stops the container as a kubelet does: SIGTERM, then SIGKILL after `grace`; then removes it, its writable
     /// layer and its bundle. Returns the exit code.
     pub async fn stop(mut self, grace: Duration) -> i32 {
         let _ = command("runc", &["kill", &self.id, "TERM"]).await;
-        let code = match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(Ok(s)) => s.code().unwrap_or(143),
-            _ => {
+        let code = match tokio::time::timeout(grace, self.wait()).await {
+            Ok(code) => code,
+            Err(_) => {
                 let _ = command("runc", &["kill", &self.id, "KILL"]).await;
-                match self.child.wait().await {
-                    Ok(s) => s.code().unwrap_or(137),
-                    Err(_) => 137,
-                }
+                self.wait().await
             }
         };
         cleanup(&self.id, &self.bundle).await;
