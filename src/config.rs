@@ -55,6 +55,31 @@ pub struct Args {
     #[arg(long, env = "KIDP_DEV_KUBECONFIG_OUT")]
     pub dev_kubeconfig_out: Option<PathBuf>,
 
+    /// With --dev: run the embedded cluster's pods as real containers under runc (kubesim's container kubelet)
+    /// on the images of `kubesim images build`. Needs root and runc; see the README.
+    #[cfg(feature = "dev")]
+    #[arg(
+        long,
+        env = "KIDP_DEV_REAL_PODS",
+        default_value_t = false,
+        requires = "dev"
+    )]
+    pub dev_real_pods: bool,
+
+    /// With --dev-real-pods: where `kubesim images build --out` put the images.
+    #[cfg(feature = "dev")]
+    #[arg(
+        long,
+        env = "KIDP_DEV_IMAGE_DIR",
+        default_value = "/var/cache/kubesim/images"
+    )]
+    pub dev_image_dir: PathBuf,
+
+    /// With --dev-real-pods: where the pods' volumes, containers and logs live.
+    #[cfg(feature = "dev")]
+    #[arg(long, env = "KIDP_DEV_KUBELET_DIR", default_value = "/var/lib/kubesim")]
+    pub dev_kubelet_dir: PathBuf,
+
     /// With --dev: require `Authorization: Bearer <this>` (subject `dev`, every namespace and action), so that
     /// the authentication path can be tried locally.
     #[cfg(feature = "dev")]

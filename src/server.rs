@@ -159,7 +159,19 @@ async fn start_dev(args: &Args) -> anyhow::Result<Target> {
     tracing::warn!(
         "DEVELOPMENT MODE: serving against an embedded simulated cluster (kubesim); never expose this"
     );
-    let dev = k8s::dev::start(args.dev_cluster_listen, args.dev_kubeconfig_out.as_deref()).await?;
+    let real_pods = args.dev_real_pods.then(|| kubesim::realpods::Config {
+        image_dir: args.dev_image_dir.clone(),
+        state_dir: args.dev_kubelet_dir.clone(),
+        pod_cidr: kubesim::realpods::PodCidr::default(),
+        domain: "cluster.local".into(),
+        keep_claims: false,
+    });
+    let dev = k8s::dev::start(
+        args.dev_cluster_listen,
+        args.dev_kubeconfig_out.as_deref(),
+        real_pods,
+    )
+    .await?;
     tracing::info!(url = %dev.sim.url(), "embedded cluster started");
     if let Some(p) = &args.dev_kubeconfig_out {
         tracing::info!(

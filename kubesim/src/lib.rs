@@ -15,8 +15,9 @@
 //! - `authn`: bearer tokens (admin, token file, ServiceAccount tokens from TokenRequest) and impersonation;
 //!   `rbac`: request attributes, the RBAC authorizer and the bootstrap roles; `reviews`: the token file and the
 //!   token and access reviews;
-//! - [`images`]: local engine images built from Debian packages; [`oci`]: one container of them under runc (the
-//!   groundwork of a container kubelet);
+//! - [`images`]: local engine images built from Debian packages; [`oci`]: one container of them under runc;
+//!   [`realpods`]: the container kubelet (`--kubelet containers`): pods as runc containers with their own
+//!   network, volumes, probes, restarts and logs, and the cluster DNS;
 //! - `metrics_api`: metrics.k8s.io PodMetrics/NodeMetrics; `faults`: API faults from the `kube-system/kubesim-faults` ConfigMap; `persist`: `--data-file`.
 #![forbid(unsafe_code)]
 
@@ -37,6 +38,7 @@ mod persist;
 mod podlog;
 mod protobuf;
 mod rbac;
+pub mod realpods;
 mod registry;
 mod reviews;
 mod scale;
@@ -93,6 +95,11 @@ pub struct Options {
     /// carries; [`DEFAULT_ADMIN_TOKEN`] when not given, so that a kubeconfig keeps working across restarts (like
     /// the fixed CA, it is no secret: set one for a kubesim others can reach).
     pub admin_token: Option<String>,
+    /// The pod CIDR (a /16) pod IPs come from; the bridge of real pods holds its first address.
+    pub pod_cidr: realpods::PodCidr,
+    /// Run pods as real containers (`--kubelet containers`) with this setup; `None` keeps the simulated
+    /// kubelet.
+    pub real_pods: Option<realpods::Config>,
 }
 
 /// The admin token when none is given.
@@ -142,6 +149,8 @@ impl Default for Options {
             authorization: Authorization::AlwaysAllow,
             admin_token: None,
             tls: false,
+            pod_cidr: realpods::PodCidr::default(),
+            real_pods: None,
         }
     }
 }
@@ -155,6 +164,7 @@ pub struct KubeSim {
     persister: Option<persist::Persister>,
     admin_token: String,
     tls: bool,
+    runtime: Option<Arc<realpods::Runtime>>,
 }
 
 /// Starts a server and returns once it accepts connections.
@@ -173,14 +183,24 @@ pub async fn start(opts: Options) -> std::io::Result<KubeSim> {
         .clone()
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| DEFAULT_ADMIN_TOKEN.to_string());
+    let real = match &opts.real_pods {
+        Some(cfg) => Some(
+            realpods::Runtime::start(cfg.clone(), store.clone(), rx.clone())
+                .await
+                .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
+    let runtime = real.as_ref().map(|(r, _)| r.clone());
     let mut ctx = server::Ctx::new(store.clone(), rx.clone(), opts.bookmark_interval);
     ctx.continue_ttl = opts.continue_ttl;
+    ctx.runtime = runtime.clone();
     let ctx = Arc::new(ctx.with_reviews(reviews).with_auth(
         authn::Authenticator::new(admin_token.clone()),
         opts.authorization,
     ));
     tokio::spawn(store.clone().run_gc(rx.clone()));
-    controllers::spawn(store.clone(), rx.clone(), &opts);
+    controllers::spawn(store.clone(), rx.clone(), &opts, real);
     let persister = opts
         .data_file
         .clone()
@@ -199,6 +219,7 @@ pub async fn start(opts: Options) -> std::io::Result<KubeSim> {
         persister,
         admin_token,
         tls: opts.tls,
+        runtime,
     })
 }
 
@@ -292,6 +313,10 @@ impl KubeSim {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+        if let Some(rt) = &self.runtime {
+            // Containers stop as on a node drain, each within its grace period, capped so that a stop stays quick.
+            rt.shutdown(Duration::from_secs(10)).await;
+        }
         if let Some(p) = self.persister {
             p.finish(&self.store).await;
         }

@@ -112,6 +112,24 @@ struct Serve {
     /// How long pods take to become Running and Ready, e.g. 1s or 200ms (jitter of up to half again is added).
     #[arg(long, env = "KUBESIM_READY_DELAY", default_value = "1s", value_parser = parse_delay)]
     ready_delay: Duration,
+    /// How pods run: `simulated` (kwok-like, the default) or `containers` (real containers under runc on the
+    /// images of `kubesim images build`; needs root and runc: see `kubesim host-check`).
+    #[arg(long, env = "KUBESIM_KUBELET", default_value = "simulated", value_parser = ["simulated", "containers"])]
+    kubelet: String,
+    /// With --kubelet containers: where `kubesim images build --out` put the images.
+    #[arg(
+        long,
+        env = "KUBESIM_IMAGE_DIR",
+        default_value = "/var/cache/kubesim/images"
+    )]
+    image_dir: PathBuf,
+    /// With --kubelet containers: where pods' volumes, containers and logs and the claims' data live.
+    #[arg(long, env = "KUBESIM_KUBELET_DIR", default_value = "/var/lib/kubesim")]
+    kubelet_dir: PathBuf,
+    /// The pod CIDR (a /16) pod IPs come from; with --kubelet containers its first address is the bridge's,
+    /// the pods' gateway and their DNS server.
+    #[arg(long, env = "KUBESIM_POD_CIDR", default_value = "10.244.0.0/16")]
+    pod_cidr: kubesim::realpods::PodCidr,
 }
 
 #[tokio::main]
@@ -129,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Cmd::Images(c)) => return images(c).await,
         None => {}
     }
+    let keep_claims = args.data_file.is_some();
     let sim = kubesim::start(kubesim::Options {
         listen: args.listen,
         history: args.history,
@@ -142,6 +161,14 @@ async fn main() -> anyhow::Result<()> {
         tls: args.tls,
         continue_ttl: args.continue_ttl,
         event_ttl: args.event_ttl,
+        pod_cidr: args.pod_cidr,
+        real_pods: (args.kubelet == "containers").then(|| kubesim::realpods::Config {
+            image_dir: args.image_dir.clone(),
+            state_dir: args.kubelet_dir.clone(),
+            pod_cidr: args.pod_cidr,
+            domain: "cluster.local".into(),
+            keep_claims,
+        }),
     })
     .await?;
     if args.authorization == kubesim::Authorization::Rbac && !args.tls {

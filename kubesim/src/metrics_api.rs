@@ -296,7 +296,7 @@ fn node_metrics(g: &Inner, scrape: &Scrape, name: Option<&str>) -> Vec<Value> {
 }
 
 /// A resource quantity (`500m`, `1.5`, `256Mi`, `1G`, `1e3`) in base units (cores, bytes); `None` when malformed.
-fn parse_quantity(q: &str) -> Option<f64> {
+pub(crate) fn parse_quantity(q: &str) -> Option<f64> {
     let q = q.trim();
     let split = q
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))

@@ -63,6 +63,8 @@ pub(crate) struct Ctx {
     authorization: Authorization,
     /// How long a paginated list's snapshot serves its continue tokens.
     pub continue_ttl: Duration,
+    /// The container runtime (`--kubelet containers`): its containers' logs answer `pods/log`.
+    pub runtime: Option<Arc<crate::realpods::Runtime>>,
 }
 
 impl Ctx {
@@ -81,6 +83,7 @@ impl Ctx {
             authn: Authenticator::new(String::new()),
             authorization: Authorization::AlwaysAllow,
             continue_ttl: Duration::from_secs(300),
+            runtime: None,
         }
     }
 
@@ -979,6 +982,7 @@ async fn resource(
                 flag("previous"),
                 flag("timestamps"),
                 tail,
+                ctx.runtime.as_deref(),
             )?;
             if !flag("follow") || flag("previous") {
                 return Ok(json_bytes(200, text.into_bytes(), "text/plain"));
@@ -987,6 +991,7 @@ async fn resource(
                 pod,
                 container: q.get("container").map(str::to_string),
                 timestamps: flag("timestamps"),
+                runtime: ctx.runtime.clone(),
             };
             let (tx, rx) = mpsc::channel(16);
             let _ = tx.try_send(Bytes::from(text));

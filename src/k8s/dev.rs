@@ -20,14 +20,16 @@ pub struct DevCluster {
     pub client: Client,
 }
 
-/// Starts kubesim on `listen`, writes its kubeconfig to `kubeconfig_out` when given, and installs an encrypting
-/// StorageClass.
+/// Starts kubesim on `listen` (its pods real containers with `real_pods`), writes its kubeconfig to
+/// `kubeconfig_out` when given, and installs an encrypting StorageClass.
 pub async fn start(
     listen: SocketAddr,
     kubeconfig_out: Option<&Path>,
+    real_pods: Option<kubesim::realpods::Config>,
 ) -> anyhow::Result<DevCluster> {
     let sim = kubesim::start(kubesim::Options {
         listen,
+        real_pods,
         ..Default::default()
     })
     .await?;

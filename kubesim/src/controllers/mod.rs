@@ -50,7 +50,15 @@ const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 const BATCH: usize = 64;
 
 /// Starts every controller; they stop when `shutdown` turns true.
-pub(crate) fn spawn(store: Arc<Store>, shutdown: watch::Receiver<bool>, opts: &crate::Options) {
+pub(crate) fn spawn(
+    store: Arc<Store>,
+    shutdown: watch::Receiver<bool>,
+    opts: &crate::Options,
+    real: Option<(
+        Arc<crate::realpods::Runtime>,
+        tokio::sync::mpsc::UnboundedReceiver<ObjKey>,
+    )>,
+) {
     let ready_delay = opts.ready_delay;
     let (pods, sts, cr, pvcs, pvs, deps, rss, jobs, cjs, pdbs) = {
         let g = store.lock();
@@ -149,7 +157,7 @@ pub(crate) fn spawn(store: Arc<Store>, shutdown: watch::Receiver<bool>, opts: &c
     run_in_task(
         &store,
         &shutdown,
-        kubelet::Kubelet::new(pods, pvcs, cms, ready_delay),
+        kubelet::Kubelet::new(pods, pvcs, cms, ready_delay, opts.pod_cidr, real),
     );
 }
 
@@ -171,6 +179,12 @@ pub(crate) trait Controller: Send + 'static {
     /// Brings one object towards its desired state, under the store's lock. Returns when to look again even if
     /// no event arrives (a timer: readiness delays, minReadySeconds, schedules), or `None`.
     fn reconcile(&mut self, g: &mut Inner, key: &ObjKey) -> Option<Duration>;
+
+    /// Keys that something outside the store names for a reconcile (the container runtime's reports), taken
+    /// once when the loop starts.
+    fn wakeups(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ObjKey>> {
+        None
+    }
 }
 
 /// Keys waiting to be reconciled: a FIFO without duplicates, plus keys due at a later instant.
@@ -239,6 +253,7 @@ impl WorkQueue {
 async fn run<C: Controller>(store: Arc<Store>, mut ctl: C, mut shutdown: watch::Receiver<bool>) {
     // Subscribe before the first list so that nothing committed in between is missed.
     let mut rx = store.subscribe();
+    let mut wakeups = ctl.wakeups();
     let mut q = WorkQueue::default();
     // Events at or below this resourceVersion are already reflected in the caches built by the last resync.
     let mut horizon = store.write(|g| {
@@ -267,6 +282,11 @@ async fn run<C: Controller>(store: Arc<Store>, mut ctl: C, mut shutdown: watch::
                     });
                 }
                 Err(TryRecvError::Closed) => return,
+            }
+        }
+        if let Some(w) = wakeups.as_mut() {
+            while let Ok(key) = w.try_recv() {
+                q.add(key);
             }
         }
         q.promote(Instant::now());
@@ -300,8 +320,18 @@ async fn run<C: Controller>(store: Arc<Store>, mut ctl: C, mut shutdown: watch::
                 }
                 Err(RecvError::Closed) => return,
             },
+            Some(key) = recv_wakeup(&mut wakeups) => q.add(key),
             _ = sleep_until(wake) => {}
         }
+    }
+}
+
+async fn recv_wakeup(
+    w: &mut Option<tokio::sync::mpsc::UnboundedReceiver<ObjKey>>,
+) -> Option<ObjKey> {
+    match w {
+        Some(w) => w.recv().await,
+        None => std::future::pending().await,
     }
 }
 
