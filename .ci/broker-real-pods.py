@@ -1,6 +1,7 @@
 """The broker's reference example on real pods (kubesim's container kubelet): provisions postgresql 15 with HA,
 backup and TLS to Ready; connects from the host to the primary with the credentials Secret over TLS, verifying the
-server against the Secret's ca.crt; writes a row on the primary and reads it on both replicas; runs the backup
+server against the Secret's ca.crt; writes a row on the primary and reads it on both replicas; sees a standby that
+stops streaming turn unready and ready again; runs the backup
 CronJob once and finds a non-empty dump on the backup volume; provisions redis with HA and sees the replicas in
 sync; kills a database container and sees it restarted with its data intact; deprovisions both and finds no
 container, network namespace, mount or volume directory left.
@@ -9,6 +10,7 @@ Run by .ci/broker-real-pods with: BROKER (URL), KUBECONFIG, KUBELET_DIR (the kub
 import base64, json, os, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 import psycopg
+import psycopg.sql
 
 BROKER = os.environ["BROKER"]
 STATE = os.environ["KUBELET_DIR"]
@@ -119,6 +121,22 @@ def main():
                 return c.execute("select v from kept").fetchone()
         row = until(f"the row on {replica}", 60, read)
         say(f"   {replica} (standby) reads: {row[0]}")
+
+    say("== a standby that stops streaming from the primary is not Ready (and is again once it streams)")
+    def pod_ready(name):
+        conds = pod(name)["status"].get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+    with connect(creds, ca.name, "orders-2", "orders") as c:
+        conninfo = c.execute("show primary_conninfo").fetchone()[0]
+        c.execute("alter system set primary_conninfo = 'host=nowhere.invalid port=5432'")
+        c.execute("select pg_reload_conf()")
+    until("orders-2 to turn unready", 90, lambda: not pod_ready("orders-2"))
+    say("   orders-2 pointed at no primary: Ready=False")
+    with connect(creds, ca.name, "orders-2", "orders") as c:
+        c.execute(psycopg.sql.SQL("alter system set primary_conninfo = {}").format(psycopg.sql.Literal(conninfo)))
+        c.execute("select pg_reload_conf()")
+    until("orders-2 to be Ready again", 90, lambda: pod_ready("orders-2"))
+    say("   orders-2 streaming again: Ready=True")
 
     say("== the backup CronJob, run once, leaves a non-empty dump on the backup volume")
     cj = kubectl("get", "cronjobs", "-n", NS, "-o", "jsonpath={.items[0].metadata.name}")

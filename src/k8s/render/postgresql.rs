@@ -7,7 +7,10 @@
 //! - Replicas (pods 1 and 2) are streaming standbys: on first start the setup container copies pod 0 with
 //!   `pg_basebackup -R`, which also writes `standby.signal` and `primary_conninfo`. No failover: a standby
 //!   stays a standby until someone promotes it.
-//! - Probes: `pg_isready` over TCP, as Bitnami does; it needs no password.
+//! - Probes: `pg_isready` over TCP, as Bitnami does; it needs no password. With HA a standby is ready only
+//!   while its WAL receiver streams from the primary (`pg_stat_wal_receiver`, over the trusted local
+//!   socket): `pg_isready` alone calls a standby ready that cannot reach the primary at all (a wrong TLS
+//!   setup did exactly that on real pods), and its reads would go stale unnoticed.
 //! - `/dev/shm` is a memory-backed emptyDir: the container runtime's default 64MB is too small for
 //!   parallel queries' dynamic shared memory.
 //! - Backups: `pg_dumpall` (roles and every database) through gzip.
@@ -86,6 +89,25 @@ fn replica_bootstrap(plan: &Plan) -> String {
     )
 }
 
+/// The readiness check of an HA member: `pg_isready`, and on a standby (ordinal > 0) a WAL receiver that is
+/// streaming.
+fn standby_streaming(isready: &serde_json::Value, port: &str) -> String {
+    let isready: Vec<&str> = isready["exec"]["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .collect();
+    format!(
+        "{} -q || exit 1
+         [ \"${{POD_NAME##*-}}\" = 0 ] && exit 0
+         streaming=\"$(psql -h /var/run/postgresql -p {port} -U \"$POSTGRES_USER\" -d postgres -tAc          \"select count(*) from pg_stat_wal_receiver where status = 'streaming'\")\"
+         [ \"$streaming\" = 1 ] || {{ echo \"not streaming from the primary\"; exit 1; }}
+",
+        isready.join(" ")
+    )
+}
+
 /// The engine's parts of the StatefulSet.
 pub(super) fn parts(plan: &Plan) -> EngineParts {
     let (major, _) = plan.version();
@@ -141,6 +163,11 @@ pub(super) fn parts(plan: &Plan) -> EngineParts {
         "-p",
         &port,
     ]);
+    let ready = if plan.ha {
+        exec_sh(&standby_streaming(&isready, &port))
+    } else {
+        isready.clone()
+    };
     // Writing pg_hba.conf needs nothing; the base backup needs PGDATA and the login.
     let setup_env = if plan.ha { env.clone() } else { Vec::new() };
 
@@ -157,8 +184,8 @@ pub(super) fn parts(plan: &Plan) -> EngineParts {
         setup_mounts,
         setup_env,
         probes: Probes {
-            alive: isready.clone(),
-            ready: isready,
+            alive: isready,
+            ready,
             timeout_seconds: 5,
         },
         // Kubernetes stops with SIGTERM, PostgreSQL's "smart" shutdown, which waits for every client to
@@ -204,6 +231,34 @@ mod tests {
         s.high_availability = ha;
         s.encryption.in_transit = tls;
         render_spec(&s)
+    }
+
+    #[test]
+    fn a_standby_is_ready_only_while_it_streams_from_the_primary() {
+        let objs = pg("15", true, true);
+        let c = db(&objs);
+        let ready = script(&c["readinessProbe"]["exec"]["command"]);
+        assert!(
+            ready
+                .starts_with("pg_isready -U app -d dbname=app -h 127.0.0.1 -p 5432 -q || exit 1\n"),
+            "{ready}"
+        );
+        assert!(
+            ready.contains("[ \"${POD_NAME##*-}\" = 0 ] && exit 0"),
+            "{ready}"
+        );
+        assert!(
+            ready.contains("from pg_stat_wal_receiver where status = 'streaming'"),
+            "{ready}"
+        );
+        // Liveness stays pg_isready: a standby that lost its primary must not be restarted for it.
+        let alive = script(&c["livenessProbe"]["exec"]["command"]);
+        assert!(!alive.contains("pg_stat_wal_receiver"), "{alive}");
+        // Without HA there is no standby to check.
+        let single = pg("15", false, false);
+        assert!(
+            !script(&db(&single)["readinessProbe"]["exec"]["command"]).contains("wal_receiver")
+        );
     }
 
     #[test]
