@@ -42,13 +42,11 @@ pub struct Engine {
     /// initialises).
     pub emptied: &'static [&'static str],
     /// The service user, made before the packages are installed with the uid and gid the official image
-    /// documents (999 for all three), so that a pod's `runAsUser`/`fsGroup` of 999 means the same user here:
-    /// (name, home).
-    pub user: (&'static str, &'static str),
+    /// documents (999 for postgres, redis, mysql and rabbitmq; 11211 for memcached), so that a pod's
+    /// `runAsUser`/`fsGroup` means the same user here: (name, home, uid). `None`: the official image runs as
+    /// root (nats).
+    pub user: Option<(&'static str, &'static str, u32)>,
 }
-
-/// The uid and gid of the official images' service users.
-pub const SERVICE_UID: u32 = 999;
 
 /// `gosu USER[:GROUP] COMMAND…`, which the official images ship and scripts use to drop privileges: here a shim
 /// over util-linux's `setpriv` (not a copy of gosu), exec'ing so that signals reach the command. Like gosu it sets
@@ -87,7 +85,7 @@ pub const ENGINES: &[Engine] = &[
         ],
         entrypoint: POSTGRES_ENTRYPOINT,
         emptied: &[],
-        user: ("postgres", "/var/lib/postgresql"),
+        user: Some(("postgres", "/var/lib/postgresql", 999)),
     },
     Engine {
         name: "redis",
@@ -105,7 +103,7 @@ pub const ENGINES: &[Engine] = &[
         )],
         entrypoint: REDIS_ENTRYPOINT,
         emptied: &["var/lib/redis"],
-        user: ("redis", "/var/lib/redis"),
+        user: Some(("redis", "/var/lib/redis", 999)),
     },
     Engine {
         name: "mariadb",
@@ -120,7 +118,50 @@ pub const ENGINES: &[Engine] = &[
         entrypoint: MARIADB_ENTRYPOINT,
         // mariadb-server's postinst installs the system tables; the entrypoint does that on first run.
         emptied: &["var/lib/mysql"],
-        user: ("mysql", "/var/lib/mysql"),
+        user: Some(("mysql", "/var/lib/mysql", 999)),
+    },
+    Engine {
+        name: "memcached",
+        packages: &["memcached", "util-linux"],
+        references: &["memcached:1", "memcached:1.6", "memcached:1.6-bookworm"],
+        cmd: &["memcached"],
+        env: &[(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )],
+        entrypoint: MEMCACHED_ENTRYPOINT,
+        emptied: &[],
+        user: Some(("memcache", "/home/memcache", 11211)),
+    },
+    Engine {
+        name: "nats",
+        packages: &["nats-server"],
+        references: &["nats:2", "nats:2.9"],
+        cmd: &["nats-server", "--config", "/etc/nats/nats-server.conf"],
+        env: &[(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )],
+        entrypoint: NATS_ENTRYPOINT,
+        emptied: &[],
+        user: None,
+    },
+    Engine {
+        name: "rabbitmq",
+        packages: &["rabbitmq-server", "util-linux"],
+        references: &["rabbitmq:3", "rabbitmq:3.10", "rabbitmq:3-management"],
+        cmd: &["rabbitmq-server"],
+        env: &[
+            (
+                "PATH",
+                "/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ),
+            ("RABBITMQ_DATA_DIR", "/var/lib/rabbitmq"),
+            ("LANG", "C.UTF-8"),
+        ],
+        entrypoint: RABBITMQ_ENTRYPOINT,
+        emptied: &["var/lib/rabbitmq/mnesia"],
+        user: Some(("rabbitmq", "/var/lib/rabbitmq", 999)),
     },
 ];
 
@@ -217,7 +258,7 @@ fn key_of(engine: &Engine, mirror: &str) -> String {
         &engine.packages.join(","),
         engine.entrypoint,
         &engine.emptied.join(","),
-        engine.user.0,
+        &format!("{:?}", engine.user),
         GOSU,
     ] {
         h.update(part.as_bytes());
@@ -379,34 +420,32 @@ fn install(rootfs: &Path, engine: &Engine) -> Result<(), String> {
     // The chroot needs the host's name resolution to reach the mirror.
     let _ = std::fs::copy("/etc/resolv.conf", rootfs.join("etc/resolv.conf"));
     // The service user first, with the official image's ids; the packages' scripts then use it as it is.
-    let uid = SERVICE_UID.to_string();
-    run(
-        Command::new("chroot").arg(rootfs).args([
+    if let Some((name, home, uid)) = engine.user {
+        let uid = uid.to_string();
+        run(
+            Command::new("chroot")
+                .arg(rootfs)
+                .args(["groupadd", "--system", "--gid", &uid, name]),
             "groupadd",
-            "--system",
-            "--gid",
-            &uid,
-            engine.user.0,
-        ]),
-        "groupadd",
-    )?;
-    run(
-        Command::new("chroot").arg(rootfs).args([
+        )?;
+        run(
+            Command::new("chroot").arg(rootfs).args([
+                "useradd",
+                "--system",
+                "--uid",
+                &uid,
+                "--gid",
+                &uid,
+                "--home-dir",
+                home,
+                "--no-create-home",
+                "--shell",
+                "/bin/bash",
+                name,
+            ]),
             "useradd",
-            "--system",
-            "--uid",
-            &uid,
-            "--gid",
-            &uid,
-            "--home-dir",
-            engine.user.1,
-            "--no-create-home",
-            "--shell",
-            "/bin/bash",
-            engine.user.0,
-        ]),
-        "useradd",
-    )?;
+        )?;
+    }
     let mut packages = vec!["install", "-y", "-q", "--no-install-recommends"];
     packages.extend(engine.packages.iter().copied());
     run(
@@ -581,6 +620,58 @@ if [ ! -d "$datadir/mysql" ]; then
 fi
 # Listen on every address unless the arguments say otherwise (later options win).
 exec gosu mysql "$1" --bind-address=0.0.0.0 "${@:2}"
+"#;
+
+/// memcached: arguments starting with `-` go to `memcached`, which runs as the `memcache` user (11211, as in the
+/// official image), listening on every address on 11211.
+const MEMCACHED_ENTRYPOINT: &str = r#"#!/bin/bash
+set -euo pipefail
+if [ "${1:0:1}" = '-' ]; then set -- memcached "$@"; fi
+if [ "$1" = memcached ] && [ "$(id -u)" = 0 ]; then exec gosu memcache "$@"; fi
+exec "$@"
+"#;
+
+/// nats: arguments starting with `-` go to `nats-server`; the default command reads a configuration like the
+/// official image's (clients on 4222, monitoring on 8222, cluster routes on 6222), written here when missing.
+/// It runs as root, as the official image does.
+const NATS_ENTRYPOINT: &str = r#"#!/bin/bash
+set -euo pipefail
+if [ "${1:0:1}" = '-' ]; then set -- nats-server "$@"; fi
+if [ ! -e /etc/nats/nats-server.conf ]; then
+  mkdir -p /etc/nats
+  printf 'port: 4222\nmonitor_port: 8222\ncluster {\n  name: NATS\n  port: 6222\n}\n' > /etc/nats/nats-server.conf
+fi
+exec "$@"
+"#;
+
+/// rabbitmq: `RABBITMQ_DEFAULT_USER`/`RABBITMQ_DEFAULT_PASS` (default `guest`, which may log in from anywhere,
+/// as in the official image) and `RABBITMQ_DEFAULT_VHOST` become the first start's user and vhost; AMQP on 5672;
+/// the node is `rabbit@<hostname>`; the server runs as the `rabbitmq` user with its Erlang cookie made once.
+const RABBITMQ_ENTRYPOINT: &str = r#"#!/bin/bash
+set -euo pipefail
+if [ "${1:0:1}" = '-' ]; then set -- rabbitmq-server "$@"; fi
+if [ "$1" = rabbitmq-server ]; then
+  mkdir -p /etc/rabbitmq/conf.d /var/lib/rabbitmq /var/log/rabbitmq
+  {
+    echo "loopback_users.guest = false"
+    echo "listeners.tcp.default = 5672"
+    echo "default_user = ${RABBITMQ_DEFAULT_USER:-guest}"
+    echo "default_pass = ${RABBITMQ_DEFAULT_PASS:-guest}"
+    echo "default_vhost = ${RABBITMQ_DEFAULT_VHOST:-/}"
+    echo "log.console = true"
+    echo "log.file = false"
+  } > /etc/rabbitmq/conf.d/10-kubesim.conf
+  if [ ! -s /var/lib/rabbitmq/.erlang.cookie ]; then
+    head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 > /var/lib/rabbitmq/.erlang.cookie
+  fi
+  chmod 400 /var/lib/rabbitmq/.erlang.cookie
+  if [ "$(id -u)" = 0 ]; then
+    chown -R rabbitmq:rabbitmq /var/lib/rabbitmq /var/log/rabbitmq /etc/rabbitmq
+    exec gosu rabbitmq /usr/lib/rabbitmq/bin/rabbitmq-server "${@:2}"
+  fi
+  exec /usr/lib/rabbitmq/bin/rabbitmq-server "${@:2}"
+fi
+exec "$@"
 "#;
 
 #[cfg(test)]
