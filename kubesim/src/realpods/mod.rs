@@ -562,7 +562,9 @@ impl Ctx {
         self.rt.container(&self.h, init, i, |s| {
             s.state = State::Running { started_at: now() };
             s.container_id = id;
-            s.started = !init;
+            // Started (and, without probes, ready) is decided by the probes, from the first moment.
+            s.started = false;
+            s.ready = false;
         });
         Ok(running)
     }
@@ -675,6 +677,11 @@ impl Ctx {
         });
         let start = Instant::now();
         let mut probes = Probes::new(c, start);
+        // Without a startup probe a container is started at once, and without a readiness probe ready at once.
+        self.rt.container(&self.h, false, i, |s| {
+            s.started = probes.started;
+            s.ready = probes.ready;
+        });
         let mut killed_for = String::new();
         enum Next {
             Exited(Box<Result<(i32, oci::Running), tokio::task::JoinError>>),
