@@ -1107,9 +1107,17 @@ impl Inner {
             // Upstream skips the write (and the resourceVersion bump) for a no-op update.
             return Ok(old);
         }
+        // As upstream's ShouldDeleteDuringUpdate: the last finalizer going removes the object only once its
+        // graceful deletion is complete. A pod its kubelet is still stopping stays until the kubelet's final
+        // delete (grace 0); without this a foreground deletion removed pods while their containers ran.
         if meta::is_deleting(&new)
             && meta::finalizers(&new).is_empty()
             && !self.has_spec_finalizers(def, &new)
+            && new
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                == 0
         {
             if opts.dry_run {
                 return Ok(Arc::new(new));
@@ -1195,9 +1203,21 @@ impl Inner {
             return Ok(DeleteOutcome::Pending(out));
         }
         if meta::is_deleting(&old) {
-            let forced_pod =
-                is_pod && d.grace_seconds == Some(0) && meta::finalizers(&old).is_empty();
-            if !forced_pod {
+            let forced = is_pod && d.grace_seconds == Some(0);
+            if forced && !meta::finalizers(&old).is_empty() {
+                // The grace period ends now; the finalizers still hold the pod, and it goes when they do.
+                let grace = old
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                if grace == 0 || d.dry_run {
+                    return Ok(DeleteOutcome::Pending(old));
+                }
+                let mut new = (*old).clone();
+                meta::metadata_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(0));
+                return Ok(DeleteOutcome::Pending(self.commit_update(def, &old, new)));
+            }
+            if !forced {
                 return Ok(DeleteOutcome::Pending(old));
             }
             if d.dry_run {

@@ -975,3 +975,67 @@ async fn continue_tokens_expire_and_resume_inconsistently() {
     assert_eq!(names(&rest), ["cm-2", "cm-4", "cm-5"]);
     s.sim.shutdown().await;
 }
+
+/// A pod deleted in the foreground by its owner is terminated gracefully: its `foregroundDeletion` finalizer
+/// going (it has no dependents) must not remove it while its kubelet is still stopping it, as upstream's
+/// ShouldDeleteDuringUpdate waits for the grace period to be over. The kubelet's final delete removes it.
+#[tokio::test]
+async fn a_pod_deleted_in_the_foreground_stays_terminating_until_its_kubelet_is_done() {
+    let s = common::start_with(kubesim::Options {
+        ready_delay: Duration::from_millis(1500),
+        ..Default::default()
+    })
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let owner = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(s.client.clone(), "default");
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "worker", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+                "name": "owner", "uid": owner.metadata.uid.clone().unwrap(), "blockOwnerDeletion": true}]},
+            "spec": {"terminationGracePeriodSeconds": 30,
+                "containers": [{"name": "c", "image": "busybox:1.36"}]}}))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    common::eventually("the pod running", Duration::from_secs(10), || async {
+        let p = pods.get("worker").await.ok()?;
+        (p.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    cms.delete("owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let p = common::eventually("the pod terminating", Duration::from_secs(5), || async {
+        let p = pods.get("worker").await.ok()?;
+        p.metadata.deletion_timestamp.is_some().then_some(p)
+    })
+    .await;
+    assert_eq!(p.metadata.deletion_grace_period_seconds, Some(30));
+    // Well after its foregroundDeletion finalizer could have gone, the pod is still there: the kubelet (with
+    // its compressed stop of ready_delay) has not finished.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        pods.get_opt("worker").await.unwrap().is_some(),
+        "removed before its kubelet stopped it"
+    );
+    assert!(
+        cms.get_opt("owner").await.unwrap().is_some(),
+        "the owner waits for it"
+    );
+    common::eventually("pod and owner gone", Duration::from_secs(10), || async {
+        (pods.get_opt("worker").await.unwrap().is_none()
+            && cms.get_opt("owner").await.unwrap().is_none())
+        .then_some(())
+    })
+    .await;
+    s.sim.shutdown().await;
+}
