@@ -479,12 +479,19 @@ pub async fn cleanup(id: &str, bundle: &Path) {
     let _ = std::fs::remove_dir_all(bundle);
 }
 
-/// Whether `path` is a mount point (from `/proc/self/mountinfo`).
+/// The mount points of this process's mount namespace (field 5 of `/proc/self/mountinfo`).
+pub(crate) fn mount_points() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .collect()
+}
+
+/// Whether `path` is a mount point.
 pub fn is_mounted(path: &Path) -> bool {
     let p = path.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| t.lines().any(|l| l.split(' ').nth(4) == Some(&*p)))
-        .unwrap_or(false)
+    mount_points().iter().any(|m| *m == p)
 }
 
 /// One fact about the host that real containers need.

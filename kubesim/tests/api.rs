@@ -1020,13 +1020,20 @@ async fn a_pod_deleted_in_the_foreground_stays_terminating_until_its_kubelet_is_
     })
     .await;
     assert_eq!(p.metadata.deletion_grace_period_seconds, Some(30));
-    // Well after its foregroundDeletion finalizer could have gone, the pod is still there: the kubelet (with
-    // its compressed stop of ready_delay) has not finished.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        pods.get_opt("worker").await.unwrap().is_some(),
-        "removed before its kubelet stopped it"
-    );
+    // The garbage collector drops the pod's foregroundDeletion finalizer at once (it has no dependents). The pod
+    // must still be there without it, terminating, until its kubelet (a compressed stop of ready_delay) is done;
+    // a pod removed with its last finalizer never shows in this state.
+    common::eventually(
+        "the pod terminating without finalizers, not yet removed",
+        Duration::from_secs(5),
+        || async {
+            let p = pods.get_opt("worker").await.unwrap()?;
+            (p.metadata.deletion_timestamp.is_some()
+                && p.metadata.finalizers.unwrap_or_default().is_empty())
+            .then_some(())
+        },
+    )
+    .await;
     assert!(
         cms.get_opt("owner").await.unwrap().is_some(),
         "the owner waits for it"

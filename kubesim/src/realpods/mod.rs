@@ -157,6 +157,8 @@ struct PodHandle {
     stop: watch::Sender<Option<Duration>>,
     /// Remove the pod's directory when stopped (the pod object is gone).
     forget: std::sync::atomic::AtomicBool,
+    /// Turns true once the worker has stopped and cleaned up.
+    done: watch::Sender<bool>,
 }
 
 /// The container runtime of the node.
@@ -223,17 +225,14 @@ impl Runtime {
 
     /// Whether a worker runs (or ran) the pod with this uid.
     pub(crate) fn has(&self, uid: &str) -> bool {
-        self.pods
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(uid)
+        lock(&self.pods).contains_key(uid)
     }
 
     /// The latest report of a pod.
     pub(crate) fn report(&self, uid: &str) -> Option<Report> {
-        let pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        let pods = lock(&self.pods);
         let h = pods.get(uid)?;
-        let r = h.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let r = lock(&h.report).clone();
         Some(r)
     }
 
@@ -267,18 +266,16 @@ impl Runtime {
             report: Mutex::new(report),
             stop,
             forget: Default::default(),
+            done: watch::Sender::new(false),
         });
-        self.pods
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(plan.uid.clone(), handle.clone());
+        lock(&self.pods).insert(plan.uid.clone(), handle.clone());
         let rt = self.clone();
         tokio::spawn(async move { rt.run_pod(handle, plan, stop_rx).await });
     }
 
     /// Asks a pod to stop within `grace` (idempotent; a shorter grace shortens an earlier one).
     pub(crate) fn stop(&self, uid: &str, grace: Duration) {
-        if let Some(h) = self.pods.lock().unwrap_or_else(|e| e.into_inner()).get(uid) {
+        if let Some(h) = lock(&self.pods).get(uid) {
             h.stop.send_if_modified(|g| match g {
                 Some(prev) if *prev <= grace => false,
                 _ => {
@@ -292,7 +289,7 @@ impl Runtime {
     /// The pod object is gone: stop it at once if it still runs, and remove its directory once stopped.
     pub(crate) fn forget(&self, uid: &str) {
         let gone = {
-            let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pods = lock(&self.pods);
             match pods.get(uid) {
                 None => return,
                 Some(h) if lock(&h.report).stopped => pods.remove(uid),
@@ -347,10 +344,7 @@ impl Runtime {
     /// Stops every pod (each within its grace period, at most `cap`), then removes the bridge and, unless they
     /// are kept, the claims' data.
     pub(crate) async fn shutdown(&self, cap: Duration) {
-        let handles: Vec<(String, Arc<PodHandle>)> = self
-            .pods
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let handles: Vec<(String, Arc<PodHandle>)> = lock(&self.pods)
             .iter()
             .map(|(u, h)| (u.clone(), h.clone()))
             .collect();
@@ -359,8 +353,9 @@ impl Runtime {
             self.stop(uid, cap);
         }
         let deadline = Instant::now() + cap + Duration::from_secs(5);
-        while Instant::now() < deadline && handles.iter().any(|(_, h)| !lock(&h.report).stopped) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for (_, h) in &handles {
+            let mut done = h.done.subscribe();
+            let _ = tokio::time::timeout_at(deadline, done.wait_for(|d| *d)).await;
         }
         cleanup_leftovers(&self.cfg.state_dir).await;
         net::remove_bridge().await;
@@ -403,16 +398,14 @@ impl Runtime {
         teardown(&plan, &dir).await;
         let forget = h.forget.load(std::sync::atomic::Ordering::SeqCst);
         if forget {
-            self.pods
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&plan.uid);
+            lock(&self.pods).remove(&plan.uid);
             remove_pod_dir(&dir).await;
         }
         self.update(&h, |r| {
             r.stopped = true;
             r.sandbox_ready = false;
         });
+        h.done.send_replace(true);
     }
 
     /// Makes the sandbox and volumes, runs the init containers and then supervises the containers until the pod
@@ -683,10 +676,13 @@ impl Ctx {
             s.ready = probes.ready;
         });
         let mut killed_for = String::new();
+        // After a failed liveness or startup probe's SIGTERM: when SIGKILL follows if it has not exited.
+        let mut kill_at: Option<Instant> = None;
         enum Next {
             Exited(Box<Result<(i32, oci::Running), tokio::task::JoinError>>),
             Stop,
             Probe,
+            Kill,
         }
         loop {
             let next = probes.next_due();
@@ -694,6 +690,7 @@ impl Ctx {
                 done = &mut exit => Next::Exited(Box::new(done)),
                 _ = stop.wait_for(Option::is_some) => Next::Stop,
                 _ = sleep_until(next) => Next::Probe,
+                _ = sleep_until(kill_at) => Next::Kill,
             };
             match what {
                 Next::Exited(done) => {
@@ -745,14 +742,14 @@ impl Ctx {
                         tracing::info!(container = %c.name, "{why}; killing it");
                         killed_for = why;
                         let _ = oci::signal(&id, "TERM").await;
-                        let grace = self.plan.grace;
-                        let id = id.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(grace).await;
-                            let _ = oci::signal(&id, "KILL").await;
-                        });
+                        kill_at = Some(Instant::now() + self.plan.grace);
                         probes.disable();
                     }
+                }
+                Next::Kill => {
+                    // Only this run of the container: the loop ends when it exits.
+                    let _ = oci::signal(&id, "KILL").await;
+                    kill_at = None;
                 }
             }
         }
@@ -1155,10 +1152,8 @@ async fn teardown(plan: &PodPlan, dir: &Path) {
 /// Unmounts everything mounted below `dir`, deepest first.
 async fn unmount_under(dir: &Path) {
     let prefix = format!("{}/", dir.display());
-    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+    let mut points: Vec<String> = oci::mount_points()
+        .into_iter()
         .filter(|p| p.starts_with(&prefix) || *p == prefix.trim_end_matches('/'))
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
@@ -1174,12 +1169,8 @@ async fn remove_pod_dir(dir: &Path) {
 
 /// What an earlier (crashed) kubesim left: its containers, mounts, network namespaces and pods' directories.
 async fn cleanup_leftovers(state: &Path) {
-    if let Ok(out) = tokio::process::Command::new("runc")
-        .args(["list", "-q"])
-        .output()
-        .await
-    {
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
+    if let Ok(out) = oci::command("runc", &["list", "-q"]).await {
+        for id in out.lines() {
             if id.starts_with("ks-") {
                 let _ = run("runc", &["delete", "--force", id]).await;
             }
