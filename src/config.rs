@@ -278,9 +278,116 @@ pub struct Args {
     /// Seconds between re-evaluations of each deployment without an event.
     #[arg(long, env = "KIDP_RESYNC_SECONDS", default_value_t = 15)]
     pub resync_seconds: u64,
+
+    /// This replica's identity in the shard Leases (lowercase letters, digits, `-` and `.`); defaults to the
+    /// pod name (POD_NAME), else the host name. Must be unique among the replicas.
+    #[arg(long, env = "KIDP_REPLICA_ID", value_parser = parse_replica_id)]
+    pub replica_id: Option<String>,
+
+    /// Namespace of the shard Leases; defaults to the pod's namespace (POD_NAMESPACE, else the in-cluster
+    /// service account's), else `kidp-system`.
+    #[arg(long, env = "KIDP_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Seconds a shard Lease stays valid without renewal (another replica takes over after this).
+    #[arg(long, env = "KIDP_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+
+    /// Seconds a replica keeps acting for a shard without a successful renewal before it stops (fencing).
+    #[arg(long, env = "KIDP_LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    pub lease_renew_deadline_seconds: u64,
+
+    /// Seconds between lease renewals and looks for free shards.
+    #[arg(long, env = "KIDP_LEASE_RETRY_SECONDS", default_value_t = 2)]
+    pub lease_retry_seconds: u64,
+}
+
+/// The longest replica id: a label value.
+const MAX_REPLICA_ID: usize = 63;
+
+fn is_replica_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_REPLICA_ID
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+fn parse_replica_id(s: &str) -> Result<String, String> {
+    if is_replica_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a replica id: 1 to {MAX_REPLICA_ID} lowercase letters, digits, '-' or '.', \
+             starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// A name from the environment made into a replica id (lowercased, other characters replaced by `-`).
+fn sanitize_replica_id(raw: &str) -> Option<String> {
+    let s: String = raw
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let s = &s[..s.len().min(MAX_REPLICA_ID)];
+    let s = s.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    is_replica_id(s).then(|| s.to_string())
 }
 
 impl Args {
+    /// This replica's id: `--replica-id`, else the pod name, else the host name.
+    pub fn replica(&self) -> String {
+        if let Some(id) = &self.replica_id {
+            return id.clone();
+        }
+        std::env::var("POD_NAME")
+            .ok()
+            .and_then(|n| sanitize_replica_id(&n))
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .and_then(|n| sanitize_replica_id(&n))
+            })
+            .unwrap_or_else(|| "kidp-broker".to_string())
+    }
+
+    /// The shard Leases' settings.
+    pub fn lease_settings(&self) -> crate::actors::shards::LeaseSettings {
+        let namespace = self
+            .lease_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|n| !n.is_empty())
+            })
+            .or_else(|| {
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                    .ok()
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+            })
+            .unwrap_or_else(|| "kidp-system".to_string());
+        crate::actors::shards::LeaseSettings {
+            namespace,
+            duration: Duration::from_secs(self.lease_duration_seconds),
+            renew_deadline: Duration::from_secs(self.lease_renew_deadline_seconds),
+            retry: Duration::from_secs(self.lease_retry_seconds),
+        }
+    }
+
     /// The lifecycle's timings from the flags.
     pub fn lifecycle_settings(&self) -> crate::actors::LifecycleSettings {
         crate::actors::LifecycleSettings {
@@ -325,4 +432,28 @@ pub enum Command {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_ids_are_checked_and_host_names_made_into_ones() {
+        assert!(parse_replica_id("kidp-broker-7d9f-abc12").is_ok());
+        assert!(parse_replica_id("Broker_1").is_err());
+        assert!(parse_replica_id("-a").is_err());
+        assert!(parse_replica_id("").is_err());
+        assert!(parse_replica_id(&"a".repeat(64)).is_err());
+        assert_eq!(
+            sanitize_replica_id("Build_Host.example\n").as_deref(),
+            Some("build-host.example")
+        );
+        assert_eq!(sanitize_replica_id("__").as_deref(), None);
+        let long = format!("{}-", "b".repeat(62));
+        assert_eq!(
+            sanitize_replica_id(&format!("{long}x")).as_deref(),
+            Some(&"b".repeat(62)[..])
+        );
+    }
 }

@@ -26,6 +26,12 @@ mod usecases;
 
 pub use server::{Running, run, start};
 
+/// How replicas share the work: the shard of a namespace, for tools and tests that need to know which replica
+/// runs a deployment (the replica whose `/readiness` lists that shard).
+pub mod sharding {
+    pub use crate::actors::shards::{SHARDS, shard_lease_name, shard_of};
+}
+
 /// The OpenAPI document (JSON) the server serves at `/openapi.json`.
 pub fn openapi_json() -> String {
     http::spec_json()

@@ -25,6 +25,9 @@ pub const HTTP_REFUSALS: &str = "broker_http_refusals_total";
 pub const RATE_LIMITED: &str = "broker_rate_limited_total";
 pub const OPEN_CONNECTIONS: &str = "broker_open_connections";
 pub const CONNECTIONS_CLOSED: &str = "broker_connections_closed_total";
+pub const SHARD_HELD: &str = "broker_shard_held";
+pub const SHARDS_HELD: &str = "broker_shards_held";
+pub const SHARD_TRANSITIONS: &str = "broker_shard_transitions_total";
 
 /// Buckets for request latencies: a 202 should take milliseconds, a slow API server seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -114,6 +117,16 @@ fn describe() {
         CONNECTIONS_CLOSED,
         "Client connections the broker closed for a limit, by listener and reason (header_timeout, \
          keep_alive_timeout, idle_timeout, displaced, over_limit)"
+    );
+    describe_gauge!(
+        SHARD_HELD,
+        "1 for each shard whose deployments this replica runs, else 0, by replica and shard"
+    );
+    describe_gauge!(SHARDS_HELD, "Shards this replica holds, by replica");
+    describe_counter!(
+        SHARD_TRANSITIONS,
+        "Shard leases acquired, released (rebalancing, shutdown), lost (taken or deleted) and fenced (not \
+         renewed in time), by replica"
     );
 }
 
@@ -208,4 +221,16 @@ pub fn connection_dropped(listener: &'static str) {
 
 pub fn connection_closed(listener: &'static str, reason: &'static str) {
     counter!(CONNECTIONS_CLOSED, "listener" => listener, "reason" => reason).increment(1);
+}
+
+pub fn shards_held(replica: &str, held: &std::collections::BTreeSet<u32>) {
+    for shard in 0..crate::actors::shards::SHARDS {
+        gauge!(SHARD_HELD, "replica" => replica.to_string(), "shard" => shard.to_string())
+            .set(if held.contains(&shard) { 1.0 } else { 0.0 });
+    }
+    gauge!(SHARDS_HELD, "replica" => replica.to_string()).set(held.len() as f64);
+}
+
+pub fn shard_transition(replica: &str, event: &'static str) {
+    counter!(SHARD_TRANSITIONS, "replica" => replica.to_string(), "event" => event).increment(1);
 }

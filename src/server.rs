@@ -50,7 +50,10 @@ pub struct Running {
     stop_serving: CancellationToken,
     servers: Vec<JoinHandle<std::io::Result<()>>>,
     supervisor: ractor::ActorRef<crate::actors::SupervisorMsg>,
-    /// Cancelled once the actors are gone: every background task ends.
+    /// Cancelled once the actors are gone: the coordinator hands its Leases back and ends.
+    stop_coordinator: CancellationToken,
+    coordinator: JoinHandle<()>,
+    /// Cancelled once the Leases are handed back: every background task ends.
     stop_background: CancellationToken,
     background: TaskTracker,
 }
@@ -83,6 +86,14 @@ impl Running {
         self.supervisor
             .stop_children_and_wait(None, Some(ACTOR_STOP_TIMEOUT))
             .await;
+        // No actor acts any more, so the shards can be handed to the other replicas at once.
+        self.stop_coordinator.cancel();
+        if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, self.coordinator)
+            .await
+            .is_err()
+        {
+            tracing::error!("the Leases were not handed back in time; they will expire");
+        }
         self.stop_background.cancel();
         self.background.close();
         if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, self.background.wait())
@@ -132,13 +143,13 @@ struct Target {
 }
 
 /// Connects to the configured cluster, or with `--dev` starts the embedded one.
-async fn connect(args: &Args) -> anyhow::Result<Target> {
+async fn connect(args: &Args, replica: &str) -> anyhow::Result<Target> {
     #[cfg(feature = "dev")]
     if args.dev {
         return start_dev(args).await;
     }
     Ok(Target {
-        client: Cluster::connect(args.kubeconfig.as_deref()).await?,
+        client: Cluster::connect(args.kubeconfig.as_deref(), Some(replica)).await?,
         create_namespaces: args.create_namespaces,
         install_crd: args.install_crd,
         // An empty value means "none", so that the setting can be switched off through the environment.
@@ -211,9 +222,14 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         Some(files) => http::tls::ApiAcceptor::tls(api_acc, files, peers.clone())?,
         None => http::tls::ApiAcceptor::plain(api_acc),
     };
+    let leases = args.lease_settings();
+    leases
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid lease settings: {e}"))?;
+    let replica = args.replica();
     let handle = crate::metrics::install();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let target = connect(&args).await?;
+    let target = connect(&args, &replica).await?;
     access.connect(&target.client);
     match access.disabled_by() {
         Some(flag) => tracing::warn!(
@@ -278,6 +294,20 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
     });
     let supervisor = crate::actors::start(lifecycle, &background, &stop_background).await?;
+    tracing::info!(replica = %replica, lease_namespace = %leases.namespace, "sharing the work through Leases");
+    let coordination = crate::actors::shards::Coordination::new(replica, leases.renew_deadline);
+    let stop_coordinator = CancellationToken::new();
+    let coordinator = tokio::spawn(
+        crate::actors::shards::Coordinator::new(
+            cluster.clone(),
+            supervisor.clone(),
+            leases,
+            coordination.clone(),
+        )
+        .run(stop_coordinator.clone()),
+    );
+    // Should start-up fail from here on, the coordinator stops too.
+    let coordinator_started = stop_coordinator.clone().drop_guard();
     let usage = Arc::new(k8s::usage::UsageCache::default());
     background.spawn(k8s::usage::run(
         Arc::downgrade(&cluster),
@@ -296,6 +326,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         prices: args.prices(),
         require_team: args.require_team,
         team_locks: Default::default(),
+        coordination,
     });
 
     let stop_serving = CancellationToken::new();
@@ -343,6 +374,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     });
     tracing::info!(%api_addr, %metrics_addr, tls = serves_tls, "kidp-broker serving");
     started.disarm();
+    coordinator_started.disarm();
     Ok(Running {
         api_addr,
         metrics_addr,
@@ -351,6 +383,8 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         stop_serving,
         servers: vec![api_task, metrics_task],
         supervisor,
+        stop_coordinator,
+        coordinator,
         stop_background,
         background,
     })

@@ -45,6 +45,9 @@ struct ApiFaults {
     latency_jitter: Duration,
     /// Matched against `"<verb> <resource>"`; `None` matches every resource request.
     matcher: Option<Regex>,
+    /// Matched against the request's User-Agent; `None` matches every client. Cuts one client off (a
+    /// partition between it and the API server) while others are served.
+    agent: Option<Regex>,
     watch_cut_rate: f64,
     watch_max: Option<Duration>,
 }
@@ -114,6 +117,15 @@ impl ApiFaults {
                     // A typo must not turn a scoped fault into a global one: match nothing instead.
                     warn("apiFaultMatch", v, &e.to_string());
                     f.matcher = Some(Regex::new("$^").expect("valid regex"));
+                }
+            }
+        }
+        if let Some(v) = get("apiUserAgentMatch") {
+            match Regex::new(v) {
+                Ok(r) => f.agent = Some(r),
+                Err(e) => {
+                    warn("apiUserAgentMatch", v, &e.to_string());
+                    f.agent = Some(Regex::new("$^").expect("valid regex"));
                 }
             }
         }
@@ -190,11 +202,17 @@ impl FaultCache {
         t: &Target,
         method: &Method,
         q: &Query,
+        user_agent: &str,
     ) -> Option<FaultPlan> {
         if touches_faults_configmap(t) {
             return None;
         }
         let faults = self.current(configmap.as_deref()?)?;
+        if let Some(a) = &faults.agent
+            && !a.is_match(user_agent)
+        {
+            return None;
+        }
         let verb = verb(method, t, q);
         if let Some(m) = &faults.matcher {
             let mut resource = t.def.qualified();
@@ -379,6 +397,11 @@ mod tests {
                 .is_match("create statefulsets.apps")
         );
         assert!(!f.is_empty());
+
+        let f = parse(json!({"apiErrorRate": "1", "apiUserAgentMatch": r"\(replica b\)"}));
+        let agent = f.agent.as_ref().unwrap();
+        assert!(agent.is_match("kidp-broker/0.1.0 (replica b)"));
+        assert!(!agent.is_match("kidp-broker/0.1.0 (replica a)"));
 
         let f = parse(json!({"apiErrorRate": "2", "crashLoop": "x"}));
         assert_eq!(f.error_rate, 0.0);

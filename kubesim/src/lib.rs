@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod apierror;
+mod audit;
 mod authn;
 mod controllers;
 mod defaults;
@@ -100,7 +101,12 @@ pub struct Options {
     /// Run pods as real containers (`--kubelet containers`) with this setup; `None` keeps the simulated
     /// kubelet.
     pub real_pods: Option<realpods::Config>,
+    /// Record every authorization decision (who, what, allowed) for [`KubeSim::audit`]; only requests that
+    /// are authorized (`authorization` other than AlwaysAllow) are decided.
+    pub audit: bool,
 }
+
+pub use audit::AuditEntry;
 
 /// The admin token when none is given.
 pub const DEFAULT_ADMIN_TOKEN: &str = "kubesim-admin-token";
@@ -151,6 +157,7 @@ impl Default for Options {
             tls: false,
             pod_cidr: realpods::PodCidr::default(),
             real_pods: None,
+            audit: false,
         }
     }
 }
@@ -165,6 +172,7 @@ pub struct KubeSim {
     admin_token: String,
     tls: bool,
     runtime: Option<Arc<realpods::Runtime>>,
+    audit: Option<Arc<audit::AuditLog>>,
 }
 
 /// Starts a server and returns once it accepts connections.
@@ -195,6 +203,8 @@ pub async fn start(opts: Options) -> std::io::Result<KubeSim> {
     let mut ctx = server::Ctx::new(store.clone(), rx.clone(), opts.bookmark_interval);
     ctx.continue_ttl = opts.continue_ttl;
     ctx.runtime = runtime.clone();
+    let audit_log = opts.audit.then(|| Arc::new(audit::AuditLog::default()));
+    ctx.audit = audit_log.clone();
     let ctx = Arc::new(ctx.with_reviews(reviews).with_auth(
         authn::Authenticator::new(admin_token.clone()),
         opts.authorization,
@@ -220,6 +230,7 @@ pub async fn start(opts: Options) -> std::io::Result<KubeSim> {
         admin_token,
         tls: opts.tls,
         runtime,
+        audit: audit_log,
     })
 }
 
@@ -301,6 +312,11 @@ impl KubeSim {
     /// The admin user's bearer token.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// Every authorization decision so far, oldest first (empty unless started with `Options::audit`).
+    pub fn audit(&self) -> Vec<AuditEntry> {
+        self.audit.as_ref().map(|a| a.entries()).unwrap_or_default()
     }
 
     /// Number of objects stored (for benchmarks and diagnostics).

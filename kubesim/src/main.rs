@@ -169,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
             domain: "cluster.local".into(),
             keep_claims,
         }),
+        audit: false,
     })
     .await?;
     if args.authorization == kubesim::Authorization::Rbac && !args.tls {

@@ -65,6 +65,8 @@ pub(crate) struct Ctx {
     pub continue_ttl: Duration,
     /// The container runtime (`--kubelet containers`): its containers' logs answer `pods/log`.
     pub runtime: Option<Arc<crate::realpods::Runtime>>,
+    /// Where authorization decisions are recorded (`Options::audit`).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl Ctx {
@@ -84,6 +86,7 @@ impl Ctx {
             authorization: Authorization::AlwaysAllow,
             continue_ttl: Duration::from_secs(300),
             runtime: None,
+            audit: None,
         }
     }
 
@@ -440,6 +443,9 @@ async fn route(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<Bod
             field_selector_name(&q).as_deref(),
         );
         let d = ctx.decide(&user, &attrs);
+        if let Some(log) = &ctx.audit {
+            log.record(&user, &attrs, d.allowed);
+        }
         if !d.allowed {
             return Err(attrs.forbidden(&user.username, &d.reason));
         }
@@ -566,7 +572,15 @@ async fn serve_resource(
     faults_configmap: Option<Arc<Value>>,
     user: &UserInfo,
 ) -> ApiResult<Response<Body>> {
-    let plan = ctx.faults.plan(faults_configmap, &t, req.method(), &q);
+    let agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let plan = ctx
+        .faults
+        .plan(faults_configmap, &t, req.method(), &q, &agent);
     if let Some(p) = &plan {
         if !p.delay.is_zero() {
             tokio::time::sleep(p.delay).await;

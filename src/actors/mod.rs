@@ -8,6 +8,7 @@
 pub mod callback;
 pub mod deployment;
 pub mod lifecycle;
+pub mod shards;
 pub mod supervisor;
 pub mod throttle;
 

@@ -2,15 +2,20 @@
 //! (the record reflector lists them all at start, so a restarted broker resumes every deployment), routes
 //! observed changes to the owning actor by deployment id, and restarts a crashed child with backoff. A child's
 //! exit never stops it. The namespace throttle is an actor of its own whose handle each deployment holds.
+//!
+//! It runs only the deployments of the shards this replica holds ([`super::shards`]): the coordinator tells it
+//! when a shard is acquired (spawn its deployments from the record store) and when one must be given up (stop
+//! them, and answer only once they have stopped).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use super::Lifecycle;
 use super::deployment::{Deployment, DeploymentArgs, DeploymentMsg, FINISHED};
+use super::shards::shard_of;
 use super::throttle::{ThrottleMsg, ThrottleRef};
 use crate::domain::{DeploymentId, Phase};
 use crate::k8s::record::ManagedResource;
@@ -35,6 +40,10 @@ pub enum SupervisorMsg {
     Nudge(DeploymentId),
     /// Spawn the actor of a deployment again (after a crash, with backoff).
     Respawn(DeploymentId),
+    /// This replica now holds the shard: run its deployments.
+    AcquireShard(u32),
+    /// This replica must stop acting for the shard: stop its deployments, then answer.
+    ReleaseShard(u32, RpcReplyPort<()>),
 }
 
 /// The supervisor's state.
@@ -44,6 +53,15 @@ pub struct SupervisorState {
     children: HashMap<DeploymentId, ActorRef<DeploymentMsg>>,
     ids: HashMap<ActorId, (DeploymentId, String)>,
     crashes: HashMap<DeploymentId, u32>,
+    /// The shards whose deployments run here.
+    held: HashSet<u32>,
+}
+
+/// How long a deployment actor gets to stop when its shard is given up.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn shard_of_record(rec: &ManagedResource) -> u32 {
+    shard_of(rec.metadata.namespace.as_deref().unwrap_or_default())
 }
 
 /// Restart backoff for a crashed deployment actor: doubling from 1s, at most a minute.
@@ -109,6 +127,7 @@ impl Actor for Supervisor {
             children: HashMap::new(),
             ids: HashMap::new(),
             crashes: HashMap::new(),
+            held: HashSet::new(),
         })
     }
 
@@ -126,8 +145,51 @@ impl Actor for Supervisor {
                     Some(child) => {
                         let _ = child.cast(DeploymentMsg::Record(rec));
                     }
-                    None => state.spawn(&myself, rec).await,
+                    None if state.held.contains(&shard_of_record(&rec)) => {
+                        state.spawn(&myself, rec).await
+                    }
+                    None => {}
                 }
+            }
+            SupervisorMsg::AcquireShard(shard) => {
+                if state.held.insert(shard) {
+                    // Oldest first, so that the namespace queues stay in acceptance order.
+                    let mut recs: Vec<Arc<ManagedResource>> = state
+                        .lc
+                        .cluster
+                        .records()
+                        .state()
+                        .into_iter()
+                        .filter(|r| shard_of_record(r) == shard)
+                        .collect();
+                    recs.sort_by(|a, b| {
+                        (&a.metadata.creation_timestamp, &a.metadata.name)
+                            .cmp(&(&b.metadata.creation_timestamp, &b.metadata.name))
+                    });
+                    for rec in recs {
+                        let running = DeploymentId::parse(&rec.spec.deployment_id)
+                            .is_some_and(|id| state.children.contains_key(&id));
+                        if !running {
+                            state.spawn(&myself, rec).await;
+                        }
+                    }
+                }
+            }
+            SupervisorMsg::ReleaseShard(shard, reply) => {
+                state.held.remove(&shard);
+                let leaving: Vec<(ActorId, ActorRef<DeploymentMsg>)> = state
+                    .ids
+                    .iter()
+                    .filter(|(_, (_, ns))| shard_of(ns) == shard)
+                    .filter_map(|(aid, (id, _))| Some((*aid, state.children.get(id)?.clone())))
+                    .collect();
+                for (aid, child) in leaving {
+                    if child.stop_and_wait(None, Some(STOP_TIMEOUT)).await.is_err() {
+                        tracing::error!(actor = ?child.get_name(), "deployment actor did not stop in time");
+                    }
+                    state.forget(aid);
+                }
+                let _ = reply.send(());
             }
             SupervisorMsg::RecordGone(id) => {
                 if let Some(child) = state.children.get(&id) {
@@ -144,6 +206,7 @@ impl Actor for Supervisor {
                     return Ok(());
                 }
                 match state.lc.cluster.record_by_id(&id) {
+                    Some(rec) if !state.held.contains(&shard_of_record(&rec)) => {}
                     Some(rec) => state.spawn(&myself, rec).await,
                     None => tracing::info!(deployment_id = %id, "record gone; not respawning"),
                 }

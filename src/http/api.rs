@@ -114,7 +114,8 @@ impl BrokerApi {
         })
     }
 
-    /// Readiness: the Kubernetes API answers and the broker's caches have synced.
+    /// Readiness: the Kubernetes API answers, the broker's caches have synced and this replica renews its Lease.
+    /// Every ready replica accepts requests; `shards` says whose deployments this one runs.
     #[oai(
         path = "/readiness",
         method = "get",
@@ -127,11 +128,19 @@ impl BrokerApi {
             Ok(st) => match st.cluster.probe().await {
                 Err(e) => Err(format!("kubernetes API not accessible: {e}")),
                 Ok(()) if !st.cluster.synced() => Err("caches not yet synced".to_string()),
-                Ok(()) => Ok(()),
+                Ok(()) => st.coordination.check(),
             },
         };
+        let replica = self
+            .state
+            .as_ref()
+            .map(|s| s.coordination.replica().to_string());
+        let shards = self.state.as_ref().map(|s| s.coordination.held());
         metrics::kubernetes_api_available(
-            verdict.is_ok() || verdict.as_ref().is_err_and(|e| e.starts_with("caches")),
+            verdict.is_ok()
+                || verdict
+                    .as_ref()
+                    .is_err_and(|e| e.starts_with("caches") || e.starts_with("cannot coordinate")),
         );
         match verdict {
             Ok(()) => ReadinessResponse::Ready(Json(Readiness {
@@ -142,11 +151,15 @@ impl BrokerApi {
                     None => "ok".into(),
                 },
                 version: VERSION.into(),
+                replica,
+                shards,
             })),
             Err(reason) => ReadinessResponse::NotReady(Json(Readiness {
                 ready: false,
                 reason,
                 version: VERSION.into(),
+                replica,
+                shards,
             })),
         }
     }

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod lease;
 pub mod observe;
 pub mod record;
 pub mod render;
@@ -148,9 +149,21 @@ pub struct Cluster {
 
 impl Cluster {
     /// A client from an explicit kubeconfig file, or the usual resolution (KUBECONFIG, ~/.kube/config,
-    /// in-cluster service account).
-    pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, kube::Error> {
-        Client::try_from(config(kubeconfig).await?)
+    /// in-cluster service account). Its User-Agent names the broker version and the replica, so that the API
+    /// server's audit log (and kubesim's faults) can tell replicas apart.
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        replica: Option<&str>,
+    ) -> Result<Client, kube::Error> {
+        let mut cfg = config(kubeconfig).await?;
+        let agent = match replica {
+            Some(r) => format!("kidp-broker/{} (replica {r})", env!("CARGO_PKG_VERSION")),
+            None => format!("kidp-broker/{}", env!("CARGO_PKG_VERSION")),
+        };
+        if let Ok(v) = http::HeaderValue::from_str(&agent) {
+            cfg.headers.push((http::header::USER_AGENT, v));
+        }
+        Client::try_from(cfg)
     }
 
     /// The API server's URL, as [`Cluster::connect`] would reach it.

@@ -36,6 +36,8 @@ pub struct Broker {
     pub require_team: bool,
     /// One quota decision per team at a time, so that two concurrent requests cannot both squeeze under a limit.
     pub team_locks: TeamLocks,
+    /// This replica's part in sharing the work (readiness reports it).
+    pub coordination: Arc<crate::actors::shards::Coordination>,
 }
 
 /// A lock per team name.

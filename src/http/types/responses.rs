@@ -153,4 +153,10 @@ pub struct Readiness {
     pub ready: bool,
     pub reason: String,
     pub version: String,
+    /// This replica's identity in the shard Leases.
+    #[oai(skip_serializing_if_is_none)]
+    pub replica: Option<String>,
+    /// The shards (0–15, by namespace hash) whose deployments this replica runs now.
+    #[oai(skip_serializing_if_is_none)]
+    pub shards: Option<Vec<u32>>,
 }
