@@ -19,6 +19,9 @@ use kidp_broker::sharding::{SHARDS, shard_of};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
+/// Each shard's intervals (start, end) of running its actors on one replica.
+type Holdings = BTreeMap<u32, Vec<(jiff::Timestamp, jiff::Timestamp)>>;
+
 const LONG: Duration = Duration::from_secs(120);
 const NAMESPACES: usize = 20;
 const PROVISIONS: usize = 100;
@@ -126,9 +129,9 @@ impl Replica {
 
     /// Every interval (start, end) during which this replica ran a shard's actors, from its own log; a shard
     /// still held at the end runs until the kill, or until now.
-    fn holdings(&self) -> BTreeMap<u32, Vec<(jiff::Timestamp, jiff::Timestamp)>> {
+    fn holdings(&self) -> Holdings {
         let mut open: HashMap<u32, jiff::Timestamp> = HashMap::new();
-        let mut done: BTreeMap<u32, Vec<(jiff::Timestamp, jiff::Timestamp)>> = BTreeMap::new();
+        let mut done: Holdings = BTreeMap::new();
         for l in self.lines() {
             let Some(shard) = l["fields"]["shard"].as_u64().map(|s| s as u32) else {
                 continue;
@@ -173,10 +176,7 @@ impl Drop for Replica {
 
 /// No two replicas ever ran one shard's actors at once.
 fn assert_exclusive(replicas: &[Replica]) {
-    let all: Vec<(
-        String,
-        BTreeMap<u32, Vec<(jiff::Timestamp, jiff::Timestamp)>>,
-    )> = replicas
+    let all: Vec<(String, Holdings)> = replicas
         .iter()
         .map(|r| (r.id.clone(), r.holdings()))
         .collect();
