@@ -281,6 +281,8 @@ fn assert_callbacks(rx: &Receiver, ids: &[String], want: &[&str]) {
 
 struct Cluster {
     sim: kubesim::KubeSim,
+    /// The test's client for the replicas' APIs.
+    http: reqwest::Client,
     kube: kube::Client,
     kubeconfig: PathBuf,
     dir: PathBuf,
@@ -300,6 +302,10 @@ async fn cluster(ready_delay: Duration) -> Cluster {
     let kube = kube::Client::try_from(kube::Config::new(sim.url().parse().unwrap())).unwrap();
     Cluster {
         sim,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
         kube,
         kubeconfig,
         dir,
@@ -419,10 +425,7 @@ async fn busiest<'r>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_work_and_a_sigkilled_ones_is_resumed() {
     let c = cluster(Duration::from_millis(1500)).await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let http = c.http.clone();
     let rx = Receiver::start().await;
     let mut replicas = start_replicas(&c, &["r-a", "r-b"]).await;
     balanced(&http, &replicas.iter().collect::<Vec<_>>()).await;
@@ -476,10 +479,7 @@ async fn two_replicas_share_the_work_and_a_sigkilled_ones_is_resumed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_and_one_cut_off_from_the_api_server_stops_before_another_takes_over() {
     let c = cluster(Duration::from_millis(1000)).await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let http = c.http.clone();
     let rx = Receiver::start().await;
     let replicas = start_replicas(&c, &["r-a", "r-b", "r-c"]).await;
     let all: Vec<&Replica> = replicas.iter().collect();

@@ -110,25 +110,17 @@ impl ApiFaults {
                 Err(e) => warn("apiLatencyJitter", v, &e),
             }
         }
-        if let Some(v) = get("apiFaultMatch") {
-            match Regex::new(v) {
-                Ok(r) => f.matcher = Some(r),
-                Err(e) => {
-                    // A typo must not turn a scoped fault into a global one: match nothing instead.
-                    warn("apiFaultMatch", v, &e.to_string());
-                    f.matcher = Some(Regex::new("$^").expect("valid regex"));
-                }
-            }
-        }
-        if let Some(v) = get("apiUserAgentMatch") {
-            match Regex::new(v) {
-                Ok(r) => f.agent = Some(r),
-                Err(e) => {
-                    warn("apiUserAgentMatch", v, &e.to_string());
-                    f.agent = Some(Regex::new("$^").expect("valid regex"));
-                }
-            }
-        }
+        // A pattern that scopes faults. A typo must not turn a scoped fault into a global one: a broken
+        // pattern matches nothing instead.
+        let scope = |key: &str| {
+            let v = get(key)?;
+            Some(Regex::new(v).unwrap_or_else(|e| {
+                warn(key, v, &e.to_string());
+                Regex::new("$^").expect("valid regex")
+            }))
+        };
+        f.matcher = scope("apiFaultMatch");
+        f.agent = scope("apiUserAgentMatch");
         if let Some(v) = get("watchCutRate") {
             match parse_rate(v) {
                 Ok(r) => f.watch_cut_rate = r,

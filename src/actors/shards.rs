@@ -311,8 +311,12 @@ impl Coordinator {
         self.held.remove(&shard);
         tracing::info!(shard, why, "shard given up");
         crate::metrics::shard_transition(self.replica(), why);
-        self.status
-            .set_held(self.held.keys().copied().collect::<BTreeSet<_>>());
+        self.publish_held();
+    }
+
+    /// Tells readiness and the metrics which shards this replica holds.
+    fn publish_held(&self) {
+        self.status.set_held(self.held.keys().copied().collect());
     }
 
     async fn take(&mut self, shard: u32, lease: Lease, renewed_at: Instant) {
@@ -320,8 +324,7 @@ impl Coordinator {
         self.held.insert(shard, Held { lease, renewed_at });
         let _ = self.supervisor.cast(SupervisorMsg::AcquireShard(shard));
         crate::metrics::shard_transition(self.replica(), "acquired");
-        self.status
-            .set_held(self.held.keys().copied().collect::<BTreeSet<_>>());
+        self.publish_held();
     }
 
     /// Whether another holder's Lease has gone unrenewed for its duration, by this replica's clock.

@@ -123,25 +123,21 @@ impl BrokerApi {
         tag = "ApiTags::Health"
     )]
     async fn readiness(&self) -> ReadinessResponse {
-        let verdict = match self.state() {
-            Err(p) => Err(p.message),
+        // Whether the API server answered, whatever else keeps this replica from being ready.
+        let (verdict, api_up) = match self.state() {
+            Err(p) => (Err(p.message), false),
             Ok(st) => match st.cluster.probe().await {
-                Err(e) => Err(format!("kubernetes API not accessible: {e}")),
-                Ok(()) if !st.cluster.synced() => Err("caches not yet synced".to_string()),
-                Ok(()) => st.coordination.check(),
+                Err(e) => (Err(format!("kubernetes API not accessible: {e}")), false),
+                Ok(()) if !st.cluster.synced() => (Err("caches not yet synced".to_string()), true),
+                Ok(()) => (st.coordination.check(), true),
             },
         };
+        metrics::kubernetes_api_available(api_up);
         let replica = self
             .state
             .as_ref()
             .map(|s| s.coordination.replica().to_string());
         let shards = self.state.as_ref().map(|s| s.coordination.held());
-        metrics::kubernetes_api_available(
-            verdict.is_ok()
-                || verdict
-                    .as_ref()
-                    .is_err_and(|e| e.starts_with("caches") || e.starts_with("cannot coordinate")),
-        );
         match verdict {
             Ok(()) => ReadinessResponse::Ready(Json(Readiness {
                 ready: true,
